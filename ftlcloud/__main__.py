@@ -1,0 +1,5 @@
+import sys
+
+from ftlcloud.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The ``ftlcloud`` command: a thin click layer over the Python API.
+
+Each command group lives in its own module and is registered here; commands parse arguments, call
+the Python API, print, and map :class:`ftlcloud.errors.FtlError` subclasses to exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib import import_module
+
+import click
+
+from ftlcloud import __version__
+from ftlcloud.errors import FtlError
+
+# module name -> attribute holding a click command or group
+_COMMANDS = {
+    "ftlcloud.cli.demo": "demo",
+}
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ftlcloud")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Semi-automatic iterative freeze-thaw landslide identification from InSAR."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    for module, attr in _COMMANDS.items():
+        cli.add_command(getattr(import_module(module), attr))
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn ftlcloud errors into one clear line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="ftlcloud", standalone_mode=False)
+    except FtlError as err:
+        click.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
