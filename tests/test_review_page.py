@@ -14,6 +14,7 @@ import rasterio
 import shapely
 from affine import Affine
 from PIL import Image
+from playwright.sync_api import Route, sync_playwright
 from pyproj import Transformer
 
 from ftlcloud.errors import InputError
@@ -220,7 +221,6 @@ def test_page_rejects_bad_input() -> None:
 
 @pytest.mark.integration
 def test_review_page_in_chromium(tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     cands = synthetic_candidates()
     title = "ftlcloud review — browser test"
     page_path = tmp_path / "review.html"
@@ -231,14 +231,14 @@ def test_review_page_in_chromium(tmp_path: Path) -> None:
     requested: list[str] = []
     aborted: list[str] = []
 
-    with sync_api.sync_playwright() as pw:
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(
                 accept_downloads=True, viewport={"width": 1200, "height": 900}
             )
 
-            def guard(route):  # type: ignore[no-untyped-def]
+            def guard(route: Route) -> None:
                 url = route.request.url
                 if url.startswith(("file://", "data:", "blob:")):
                     route.continue_()
