@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -53,8 +54,9 @@ def _tiled(
     crs: str,
     tile_hw: tuple[int, int],
     connectivity: int = 8,
+    parts_only: bool = False,
     **kwargs: object,
-) -> gpd.GeoDataFrame:
+) -> Any:
     th, tw = tile_hw
     parts = []
     for r in range(0, mask.shape[0], th):
@@ -69,6 +71,8 @@ def _tiled(
                     connectivity=connectivity,
                 )
             )
+    if parts_only:
+        return parts
     return merge_tile_regions(parts, crs, **kwargs)  # type: ignore[arg-type]
 
 
@@ -103,6 +107,11 @@ def test_tiled_equals_whole_on_random_raster(connectivity: int) -> None:
     assert len(whole) == n > 10
     tiled = _tiled(mask, factors, T_UTM, UTM, (5, 7), connectivity=connectivity)
     _assert_same(whole, tiled)
+    # tasks finish in any order: shuffled parts give the identical frame
+    parts = _tiled(mask, factors, T_UTM, UTM, (5, 7), connectivity=connectivity, parts_only=True)
+    shuffled = [parts[i] for i in np.random.default_rng(5).permutation(len(parts))]
+    again = merge_tile_regions(shuffled, UTM)
+    pd.testing.assert_frame_equal(pd.DataFrame(again), pd.DataFrame(tiled), check_exact=True)
     assert whole.geometry.is_valid.all()
     # independent truths per region, matched by the region's first pixel (row-major)
     first = ndimage.labeled_comprehension(

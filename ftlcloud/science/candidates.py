@@ -286,7 +286,6 @@ def merge_tile_regions(
     connectivity = int(conn[0])
     _structure(connectivity)  # validates the value
     tiles = table[list(_TILE_COLUMNS)].to_numpy(dtype=np.float64)
-    ref = Affine(*tiles[0])
     scale = np.abs(tiles[0, [0, 1, 3, 4]]).max()
     if not np.allclose(
         tiles[:, [0, 1, 3, 4]], tiles[0, [0, 1, 3, 4]], rtol=1e-9, atol=1e-12 * scale
@@ -295,16 +294,27 @@ def merge_tile_regions(
             "partial regions come from tiles with different pixel sizes or rotations; "
             "tile one grid (same resolution_xy) before merging"
         )
+    # The reference grid is the top-left tile among the parts, whatever order the parts came in
+    # (tasks finish in any order), so the output does not depend on the order of `parts`.
+    first = Affine(*tiles[0])
+    ocol, orow = _apply(~first, tiles[:, 2], tiles[:, 5])
+    ref_row = int(np.lexsort((np.round(ocol), np.round(orow)))[0])
+    ref = Affine(*tiles[ref_row])
     inverse = ~ref
+    acol, arow = _apply(inverse, table["anchor_x"].to_numpy(), table["anchor_y"].to_numpy())
+    anchor_col = np.floor(np.asarray(acol) + 1e-6).astype(np.int64)
+    anchor_row = np.floor(np.asarray(arow) + 1e-6).astype(np.int64)
+    # Rows in first-pixel order make the float sums below independent of the input order too.
+    order_in = np.lexsort((anchor_col, anchor_row))
+    table = table.iloc[order_in].reset_index(drop=True)
+    world_in = world_in[order_in]
+    anchor_col, anchor_row = anchor_col[order_in], anchor_row[order_in]
     pixel_geoms, worst = _to_pixels(world_in, inverse)
     if worst > _GRID_TOLERANCE_PX:
         raise InputError(
             f"tile origins are off the common pixel grid by up to {worst:.3g} px; tiles must be "
             "windows of one raster grid"
         )
-    acol, arow = _apply(inverse, table["anchor_x"].to_numpy(), table["anchor_y"].to_numpy())
-    anchor_col = np.floor(np.asarray(acol) + 1e-6).astype(np.int64)
-    anchor_row = np.floor(np.asarray(arow) + 1e-6).astype(np.int64)
 
     # Which parts touch? Exact predicates on integer pixel coordinates.
     n = len(table)
