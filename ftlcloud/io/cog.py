@@ -88,8 +88,8 @@ def proj_code(crs: CRS) -> str | None:
 def proj_fields(crs: CRS, transform: Affine, shape: tuple[int, int]) -> dict[str, Any]:
     """Projection extension fields for a grid; the WKT2 goes in when there is no code."""
     rows, cols = shape
-    west, north = transform * (0, 0)
-    east, south = transform * (cols, rows)
+    west, north = transform @ (0, 0)
+    east, south = transform @ (cols, rows)
     bbox = [min(west, east), min(south, north), max(west, east), max(south, north)]
     out: dict[str, Any] = {
         "proj:code": proj_code(crs),
@@ -253,3 +253,22 @@ def read_raster(store: Store, key: str) -> tuple[np.ndarray, Affine, CRS, Any]:
     """Read a whole raster from the store: (bands×rows×cols array, transform, crs, nodata)."""
     with store.rasterio_env(), rasterio.open(store.gdal_path(key)) as src:
         return src.read(), src.transform, src.crs, src.nodata
+
+
+def cog_creation_options(
+    kind: Kind, dtype: np.dtype, compress: Literal["DEFLATE", "ZSTD"] = "DEFLATE"
+) -> dict[str, Any]:
+    """GDAL COG driver options of the store's COG profile (for writers that stream from a VRT)."""
+    is_float = np.dtype(dtype).kind == "f"
+    options: dict[str, Any] = {
+        "BLOCKSIZE": BLOCK_SIZE,
+        "COMPRESS": compress,
+        # Floating-point predictor (3) for floats, horizontal differencing (2) for integers.
+        "PREDICTOR": "FLOATING_POINT" if is_float else "YES",
+        "OVERVIEW_RESAMPLING": "AVERAGE" if kind == "continuous" else "NEAREST",
+        "RESAMPLING": "AVERAGE" if kind == "continuous" else "NEAREST",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if compress == "DEFLATE":
+        options["LEVEL"] = 6
+    return options

@@ -113,7 +113,11 @@ class Store:
         """The fsspec filesystem (built on first use, so a pickled Store stays light)."""
         if self._fs is None:
             if self.is_s3:
-                self._fs = fsspec.filesystem("s3", **self._settings.storage_options())
+                # Own instance: fsspec's instance cache is keyed by arguments, not by the
+                # credentials in the environment, so a cached client could use stale ones.
+                self._fs = fsspec.filesystem(
+                    "s3", skip_instance_cache=True, **self._settings.storage_options()
+                )
             else:
                 self._fs = fsspec.filesystem("file")
         return self._fs

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real SeaweedFS S3 server, a small-GeoTIFF factory, the offline STAC validator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from ftlcloud.io.s3server import LocalS3Server
+from ftlcloud.io.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+STAC_VALIDATE = SHARED / "tools" / "stac-validate"
+
+#: A 30 m UTM grid in the Qilian Mountains (zone 47N), used by the raster factory by default.
+UTM47 = "EPSG:32647"
+ORIGIN_XY = (500_000.0, 4_200_000.0)
+
+
+def stac_validate(paths: Sequence[str | Path]) -> str:
+    """Run ../shared/tools/stac-validate on files or folders; assert it exits 0; return its output."""
+    result = subprocess.run(
+        [sys.executable, str(STAC_VALIDATE), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, f"stac-validate failed:\n{out}"
+    assert " 0 invalid" in out, out
+    return out
+
+
+@pytest.fixture(name="stac_validate")
+def stac_validate_fixture() -> Callable[[Sequence[str | Path]], str]:
+    """The :func:`stac_validate` helper as a fixture."""
+    return stac_validate
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Server]:
+    """A real SeaweedFS S3 gateway on free ports; sets no environment variable."""
+    server = LocalS3Server(tmp_path_factory.mktemp("seaweedfs"), bucket="ftlcloud-test")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def s3_store(s3_server: LocalS3Server, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A Store on a fresh prefix of the test server; credentials set in the env for this test only."""
+    for name, value in s3_server.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return Store(s3_server.store_url(f"t-{uuid.uuid4().hex[:12]}"), s3_server.settings())
+
+
+def write_geotiff(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    transform: Affine | None = None,
+    crs: Any = UTM47,
+    nodata: float | int | None = None,
+    tags: dict[str, str] | None = None,
+    resolution: float = 30.0,
+    origin_xy: tuple[float, float] = ORIGIN_XY,
+) -> Path:
+    """Write a plain (striped) GeoTIFF, 2-D or band-first 3-D; ``crs=None`` writes none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    if transform is None:
+        transform = Affine(resolution, 0, origin_xy[0], 0, -resolution, origin_xy[1])
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": arr.shape[2],
+        "height": arr.shape[1],
+        "count": arr.shape[0],
+        "dtype": arr.dtype.name,
+        "transform": transform,
+    }
+    if crs is not None:
+        profile["crs"] = crs
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+@pytest.fixture
+def geotiff_factory(tmp_path: Path) -> Callable[..., Path]:
+    """``make(name, array, **kw)`` writes a small GeoTIFF under the test's tmp dir."""
+
+    def make(name: str, array: np.ndarray, **kwargs: Any) -> Path:
+        return write_geotiff(tmp_path / name, array, **kwargs)
+
+    return make

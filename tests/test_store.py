@@ -1,0 +1,74 @@
+"""Store on a local directory (and key safety); the S3 side is in the integration tests."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from ftlcloud.errors import InputError, StoreError
+from ftlcloud.io.store import Store, check_key
+
+
+def test_local_roundtrip_list_delete(tmp_path: Path) -> None:
+    store = Store(tmp_path / "st")
+    assert not store.is_s3
+    store.write_text("a/b/c.json", '{"x": 1}')
+    store.write_bytes("a/d.bin", b"\x00\x01")
+    assert store.read_text("a/b/c.json") == '{"x": 1}'
+    assert store.exists("a/d.bin") and not store.exists("a/zz.bin")
+    assert store.list() == ["a/b/c.json", "a/d.bin"]
+    assert store.list("a/b") == ["a/b/c.json"]
+    assert store.list("nothing/") == []
+    assert store.size("a/d.bin") == 2
+    assert store.href("a/d.bin") == str(tmp_path / "st" / "a" / "d.bin")
+    assert store.gdal_path("a/d.bin") == store.href("a/d.bin")
+    assert store.key_of(store.href("a/d.bin")) == "a/d.bin"
+    assert store.key_of(str(tmp_path / "elsewhere.tif")) is None
+    store.delete("a/d.bin")
+    store.delete("a/d.bin")  # idempotent
+    assert store.list() == ["a/b/c.json"]
+    # atomic write leaves no temporary files behind
+    assert [p.name for p in (tmp_path / "st" / "a").iterdir()] == ["b"]
+
+
+def test_missing_key_is_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="missing.json' does not exist"):
+        Store(tmp_path).read_bytes("missing.json")
+
+
+@pytest.mark.parametrize(
+    "key", ["", "../x", "a/../../x", "/etc/passwd", "a\\b", "a//b", "./a", "s3://b/k"]
+)
+def test_keys_cannot_escape(tmp_path: Path, key: str) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(InputError, match="store key"):
+        store.write_bytes(key, b"x")
+    with pytest.raises(InputError):
+        check_key(key)
+
+
+def test_s3_urls_parse_and_pickle() -> None:
+    store = Store("s3://bucket/some/prefix/")
+    assert store.is_s3
+    assert store.url == "s3://bucket/some/prefix"
+    assert store.href("k/a.tif") == "s3://bucket/some/prefix/k/a.tif"
+    assert store.gdal_path("k/a.tif") == "/vsis3/bucket/some/prefix/k/a.tif"
+    assert store.key_of("s3://bucket/some/prefix/k/a.tif") == "k/a.tif"
+    assert store.key_of("s3://other/k/a.tif") is None
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone == store and clone._fs is None
+    with pytest.raises(InputError, match="no bucket"):
+        Store("s3://")
+    with pytest.raises(InputError, match="only local directories"):
+        Store("gs://bucket/x")
+
+
+def test_local_check(tmp_path: Path) -> None:
+    Store(tmp_path / "new").check()
+    assert (tmp_path / "new").is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create store directory"):
+        Store(blocker / "sub").check()
