@@ -15,9 +15,14 @@ import click
 from ftlcloud import __version__
 from ftlcloud.errors import FtlError
 
-# module name -> attribute holding a click command or group
+# module (":alias" when a module holds several) -> attribute holding a click command or group
 _COMMANDS = {
     "ftlcloud.cli.demo": "demo",
+    "ftlcloud.cli.run": "factors",
+    "ftlcloud.cli.run:run": "run_cmd",
+    "ftlcloud.cli.run:iterate": "iterate",
+    "ftlcloud.cli.review": "review",
+    "ftlcloud.cli.review:validate": "validate",
 }
 
 
@@ -36,7 +41,8 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     for module, attr in _COMMANDS.items():
-        cli.add_command(getattr(import_module(module), attr))
+        # "module:alias" registers several commands of one module under unique keys.
+        cli.add_command(getattr(import_module(module.split(":")[0]), attr))
 
 
 _register()

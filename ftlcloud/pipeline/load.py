@@ -1,0 +1,188 @@
+"""Lazy input layers on one grid, from the STAC catalog, with stackstac.
+
+stackstac builds the dask graph (one chunk = one spatial tile with its whole time axis) and reads
+through GDAL with the store's environment on the workers. stackstac 0.5.1 reads the projection
+extension's v1 ``proj:epsg`` only; ftlcloud publishes v2 ``proj:code``, so the in-memory item dicts
+handed to stackstac get ``proj:epsg`` added (nothing written changes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pystac
+import stackstac
+from affine import Affine
+from pyproj import CRS
+from rasterio.enums import Resampling
+
+from ftlcloud.errors import CatalogError, InputError
+from ftlcloud.io.catalog import Catalog
+from ftlcloud.io.store import Store
+from ftlcloud.pipeline.grid import GridSpec
+
+log = logging.getLogger(__name__)
+
+DEFORMATION = ("deformation", "displacement")
+DEM = ("dem", "elevation")
+NDVI = ("ndvi", "ndvi")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The catalog items a run reads, as absolute-href dicts ready for stackstac."""
+
+    deformation: tuple[dict[str, Any], ...]
+    dem: tuple[dict[str, Any], ...]
+    ndvi_early: dict[str, Any]
+    ndvi_late: dict[str, Any]
+    dates: tuple[dt.date, ...]
+    grid: GridSpec
+
+    @property
+    def item_refs(self) -> list[tuple[str, str]]:
+        """(collection, item id) of every input, for ``derived_from`` links and the run manifest."""
+        refs = [(DEFORMATION[0], d["id"]) for d in self.deformation]
+        refs += [(DEM[0], d["id"]) for d in self.dem]
+        refs += [(NDVI[0], self.ndvi_early["id"]), (NDVI[0], self.ndvi_late["id"])]
+        return refs
+
+
+def _as_stackstac_dict(item: pystac.Item) -> dict[str, Any]:
+    item = item.clone()
+    item.make_asset_hrefs_absolute()
+    d = item.to_dict(include_self_link=False, transform_hrefs=False)
+    for holder in [d["properties"], *d["assets"].values()]:
+        code = holder.get("proj:code")
+        if code and "proj:epsg" not in holder:
+            epsg = CRS.from_user_input(code).to_epsg()
+            if epsg is not None:
+                holder["proj:epsg"] = epsg
+    return d
+
+
+def _grid_of(item: dict[str, Any], asset: str) -> GridSpec:
+    a = item["assets"][asset]
+    props = item["properties"]
+    code = a.get("proj:code", props.get("proj:code"))
+    transform = a.get("proj:transform", props.get("proj:transform"))
+    shape = a.get("proj:shape", props.get("proj:shape"))
+    if not (code and transform and shape):
+        raise CatalogError(
+            f"item {item['id']!r} asset {asset!r} lacks proj:code / proj:transform / proj:shape; "
+            "re-ingest it with `ftlcloud ingest`"
+        )
+    return GridSpec(str(code), Affine(*transform[:6]), (int(shape[0]), int(shape[1])))
+
+
+def discover_inputs(
+    catalog: Catalog,
+    *,
+    ndvi_years: tuple[int, int] | None = None,
+    grid: GridSpec | None = None,
+) -> Inputs:
+    """Find the deformation, DEM and NDVI items; the grid defaults to the deformation grid."""
+    deformation = [_as_stackstac_dict(i) for i in catalog.items(DEFORMATION[0])]
+    if len(deformation) == 0:
+        raise CatalogError(
+            f"no items in collection {DEFORMATION[0]!r} of the store {catalog.store.url}; "
+            "ingest a deformation time series first (`ftlcloud ingest deformation|mintpy`)"
+        )
+    deformation.sort(key=lambda d: d["properties"]["datetime"])
+    dem = [_as_stackstac_dict(i) for i in catalog.items(DEM[0])]
+    if not dem:
+        raise CatalogError(
+            f"no items in collection {DEM[0]!r}; ingest a DEM first (`ftlcloud ingest dem`)"
+        )
+    ndvi = {int(i.properties.get("ftl:year", i.datetime.year if i.datetime else 0)): i for i in catalog.items(NDVI[0])}
+    if len(ndvi) < 2:
+        raise CatalogError(
+            f"collection {NDVI[0]!r} holds {len(ndvi)} year(s); ΔNDVI needs two "
+            "(ingest annual NDVI rasters with `ftlcloud ingest ndvi`)"
+        )
+    early, late = ndvi_years or (min(ndvi), max(ndvi))
+    for year in (early, late):
+        if year not in ndvi:
+            raise InputError(f"no NDVI item for year {year}; the catalog has years {sorted(ndvi)}")
+    dates = tuple(
+        dt.datetime.fromisoformat(d["properties"]["datetime"].replace("Z", "+00:00")).date()
+        for d in deformation
+    )
+    return Inputs(
+        deformation=tuple(deformation),
+        dem=tuple(dem),
+        ndvi_early=_as_stackstac_dict(ndvi[early]),
+        ndvi_late=_as_stackstac_dict(ndvi[late]),
+        dates=dates,
+        grid=grid or _grid_of(deformation[0], DEFORMATION[1]),
+    )
+
+
+def _stack(
+    items: Sequence[dict[str, Any]],
+    asset: str,
+    grid: GridSpec,
+    tile_size: int,
+    gdal_env: dict[str, Any],
+    *,
+    time_chunk: int,
+) -> da.Array:
+    epsg = grid.epsg
+    if epsg is None:
+        raise InputError(f"the grid CRS {grid.crs!r} has no EPSG code; give the target grid as EPSG")
+    env = stackstac.DEFAULT_GDAL_ENV.updated(always=gdal_env)
+    arr = stackstac.stack(
+        list(items),
+        assets=[asset],
+        epsg=epsg,
+        resolution=grid.resolution_xy,
+        bounds=grid.bounds,
+        snap_bounds=False,
+        chunksize=(time_chunk, 1, tile_size, tile_size),
+        resampling=Resampling.bilinear,
+        dtype=np.dtype("float32"),
+        fill_value=np.float32(np.nan),
+        rescale=False,
+        properties=False,
+        band_coords=False,
+        gdal_env=env,
+    )
+    if arr.shape[-2:] != grid.shape_yx:
+        raise InputError(
+            f"stacked {asset!r} has shape {arr.shape[-2:]} but the grid is {grid.shape_yx}; "
+            "the grid bounds are not a whole number of pixels"
+        )
+    return arr.data[:, 0]
+
+
+def lazy_layers(inputs: Inputs, tile_size: int, gdal_env: dict[str, Any]) -> dict[str, da.Array]:
+    """Dask arrays on the run grid: ``displacement_mm`` (time, y, x) and 2-D ``dem_m``,
+    ``ndvi_early``, ``ndvi_late``, each chunked as one spatial tile (whole time axis)."""
+    grid = inputs.grid
+    cube = _stack(inputs.deformation, DEFORMATION[1], grid, tile_size, gdal_env, time_chunk=-1)
+    dem_stack = _stack(inputs.dem, DEM[1], grid, tile_size, gdal_env, time_chunk=-1)
+    # Several DEM tiles: the first valid value wins (they do not overlap, or agree where they do).
+    dem = _first_valid(dem_stack)
+    ndvi_early = _stack([inputs.ndvi_early], NDVI[1], grid, tile_size, gdal_env, time_chunk=1)[0]
+    ndvi_late = _stack([inputs.ndvi_late], NDVI[1], grid, tile_size, gdal_env, time_chunk=1)[0]
+    return {"displacement_mm": cube, "dem_m": dem, "ndvi_early": ndvi_early, "ndvi_late": ndvi_late}
+
+
+def _first_valid(stack: da.Array) -> da.Array:
+    if stack.shape[0] == 1:
+        return stack[0]
+
+    def reduce(block: np.ndarray) -> np.ndarray:
+        out = np.full(block.shape[1:], np.nan, dtype=block.dtype)
+        for layer in block:
+            fill = np.isnan(out)
+            out[fill] = layer[fill]
+        return out
+
+    return stack.map_blocks(reduce, drop_axis=0, dtype=stack.dtype)

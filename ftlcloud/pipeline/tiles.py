@@ -1,0 +1,197 @@
+"""Per-tile raster files and their assembly into COGs.
+
+A stage writes one multi-band GeoTIFF per tile under its prefix (the unit of resumability: a tile
+whose object exists is finished, since every store write is atomic). Assembly stitches the tiles of
+one band into a COG through a GDAL VRT, so memory stays bounded by GDAL's block cache and not by the
+area.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+from affine import Affine
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from ftlcloud.io.store import Store
+from ftlcloud.pipeline.grid import GridSpec, Tile
+
+_GTIFF_FLOAT = {
+    "driver": "GTiff",
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+    # Tiles are intermediate: fast DEFLATE level and the floating-point predictor keep them small.
+    "compress": "deflate",
+    "zlevel": 1,
+    "predictor": 3,
+}
+
+
+def encode_tile(
+    bands: Mapping[str, np.ndarray], transform: Affine, crs: str, dtype: str = "float32"
+) -> bytes:
+    """Encode named 2-D arrays of one tile as a multi-band GeoTIFF (band descriptions = names)."""
+    names = list(bands)
+    first = bands[names[0]]
+    height, width = first.shape
+    profile = dict(_GTIFF_FLOAT)
+    if dtype != "float32":
+        profile["predictor"] = 2
+    # GeoTIFF tiles must be multiples of 16; small tiles are written striped.
+    if height < 256 or width < 256:
+        profile.pop("blockxsize")
+        profile.pop("blockysize")
+        profile["tiled"] = False
+    nodata = float("nan") if dtype.startswith("float") else 0
+    with (
+        MemoryFile() as mem,
+        mem.open(
+            count=len(names),
+            height=height,
+            width=width,
+            dtype=dtype,
+            transform=transform,
+            crs=crs,
+            nodata=nodata,
+            **profile,
+        ) as dst,
+    ):
+        for i, name in enumerate(names, start=1):
+            dst.write(np.asarray(bands[name], dtype=dtype), i)
+            dst.set_band_description(i, name)
+        dst.close()
+        return bytes(mem.read())
+
+
+def read_tile(store: Store, key: str) -> dict[str, np.ndarray]:
+    """Read a tile GeoTIFF written by :func:`encode_tile` back as named arrays."""
+    with MemoryFile(store.read_bytes(key)) as mem, mem.open() as src:
+        data = src.read()
+        return {name: data[i] for i, name in enumerate(src.descriptions)}
+
+
+def _vrt_xml(
+    grid: GridSpec,
+    tiles: Sequence[Tile],
+    tile_paths: Sequence[str],
+    band: int,
+    dtype: str,
+    nodata: str,
+) -> str:
+    srs = escape(CRS.from_user_input(grid.crs).to_wkt())
+    t = grid.transform
+    gt = f"{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}"
+    sources = []
+    for tile, path in zip(tiles, tile_paths, strict=True):
+        w: Window = tile.window
+        sources.append(
+            "<ComplexSource>"
+            f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
+            f"<SourceBand>{band}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{w.width}" ySize="{w.height}"/>'
+            f'<DstRect xOff="{w.col_off}" yOff="{w.row_off}" xSize="{w.width}" ySize="{w.height}"/>'
+            f"<NODATA>{nodata}</NODATA>"
+            "</ComplexSource>"
+        )
+    return (
+        f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">'
+        f"<SRS>{srs}</SRS><GeoTransform>{gt}</GeoTransform>"
+        f'<VRTRasterBand dataType="{dtype}" band="1"><NoDataValue>{nodata}</NoDataValue>'
+        + "".join(sources)
+        + "</VRTRasterBand></VRTDataset>"
+    )
+
+
+def assemble_cog(
+    store: Store,
+    grid: GridSpec,
+    tiles: Sequence[Tile],
+    tile_keys: Sequence[str],
+    band: int,
+    out_key: str,
+    *,
+    kind: Literal["continuous", "mask"] = "continuous",
+    description: str | None = None,
+    unit: str | None = None,
+) -> AssetInfo:
+    """Stitch band ``band`` of the tile files into one COG at ``out_key`` and describe it.
+
+    GDAL's COG driver reads the tiles through a VRT block by block, so memory stays bounded by
+    GDAL's cache, not by the area. Creation options are the store's COG profile
+    (:func:`ftlcloud.io.cog.cog_creation_options`): 512-pixel blocks, DEFLATE with the
+    floating-point predictor (horizontal for masks), overviews averaged for continuous layers and
+    nearest for masks.
+    """
+    is_float = kind == "continuous"
+    dtype = "float32" if is_float else "uint8"
+    nodata_text = "nan" if is_float else "0"
+    paths = [store.gdal_path(k) for k in tile_keys]
+    xml = _vrt_xml(grid, tiles, paths, band, "Float32" if is_float else "Byte", nodata_text)
+    options = cog_creation_options(kind, np.dtype(dtype))
+    with tempfile.TemporaryDirectory(prefix="ftlcloud-cog-") as tmp:
+        vrt = Path(tmp) / "mosaic.vrt"
+        vrt.write_text(xml)
+        out = Path(tmp) / "out.tif"
+        with store.rasterio_env():
+            rio_copy(str(vrt), str(out), driver="COG", **options)
+            with rasterio.open(out) as src:
+                stats = _overview_stats(src)
+        data = out.read_bytes()
+    store.write_bytes(out_key, data)
+    crs = CRS.from_user_input(grid.crs)
+    proj = proj_fields(crs, grid.transform, grid.shape_yx)
+    band_meta: dict[str, Any] = {
+        "data_type": dtype,
+        "nodata": "nan" if is_float else 0,
+        "spatial_resolution": float(grid.resolution_xy[0]),
+        "statistics": stats,
+    }
+    if unit:
+        band_meta["unit"] = unit
+    if description:
+        band_meta["name"] = description
+    return AssetInfo(
+        href=store.href(out_key),
+        key=out_key,
+        media_type=COG_MEDIA_TYPE,
+        checksum=multihash_sha256(data),
+        size=len(data),
+        proj=proj,
+        bbox_wgs84=bbox_to_wgs84(crs, proj["proj:bbox"]),
+        bands=[band_meta],
+        title=description,
+    )
+
+
+def _overview_stats(src: rasterio.DatasetReader) -> dict[str, float]:
+    # Statistics from the smallest overview: cheap at any area size, approximate by design.
+    factors = src.overviews(1)
+    out_shape = (1, *(max(1, s // (factors[-1] if factors else 1)) for s in src.shape))
+    arr = src.read(1, out_shape=out_shape[1:], masked=False).astype("float64")
+    valid = np.isfinite(arr)
+    if src.nodata is not None and np.isfinite(src.nodata):
+        valid &= arr != src.nodata
+    if not valid.any():
+        return {"valid_percent": 0.0}
+    v = arr[valid]
+    return {
+        "minimum": float(v.min()),
+        "maximum": float(v.max()),
+        "mean": float(v.mean()),
+        "stddev": float(v.std()),
+        "valid_percent": round(100.0 * valid.mean(), 4),
+    }
+
+
+def read_full_band(store: Store, key: str) -> np.ndarray:
+    """Read band 1 of a raster in the store (for page-sized rasters: chips, reports)."""
+    with store.rasterio_env(), rasterio.open(store.gdal_path(key)) as src:
+        return np.asarray(src.read(1))
