@@ -645,6 +645,10 @@ def _iteration_bars(ax: Axes, iterations: Sequence[IterationSummary]) -> None:
         ax.bar_label(bars, fontsize=8, padding=1)
     ax.set_xticks(x)
     ax.set_xticklabels([f"{s.iteration}\n|v| {s.thresholds.get('velocity', '?')}" for s in ordered])
+    # At least three slots wide, so one or two iterations do not give bars a page wide.
+    half_width = max(len(ordered) / 2, 1.5)
+    centre = (len(ordered) - 1) / 2
+    ax.set_xlim(centre - half_width, centre + half_width)
     ax.set_xlabel("Iteration (|velocity| threshold, mm/a)")
     ax.set_ylabel("Count")
     ax.grid(axis="x", visible=False)
