@@ -6,7 +6,6 @@ the store itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,13 +192,3 @@ def _require_columns(frame: gpd.GeoDataFrame, columns: Sequence[str], what: str)
             f"{what} lacks column(s) {missing}; it has {list(frame.columns)}. "
             "Compute the attributes (ftlcloud.science) before building the report."
         )
-
-
-def is_missing(value: object) -> bool:
-    """True for None and NaN (the initial inventory's ``iteration``)."""
-    if value is None:
-        return True
-    try:
-        return math.isnan(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
