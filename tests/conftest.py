@@ -1,4 +1,4 @@
-"""Shared fixtures: a real SeaweedFS S3 server, a small-GeoTIFF factory, the offline STAC validator."""
+"""Shared fixtures: a real SeaweedFS S3 server, a GeoTIFF factory, the offline STAC validator."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ ORIGIN_XY = (500_000.0, 4_200_000.0)
 
 
 def stac_validate(paths: Sequence[str | Path]) -> str:
-    """Run ../shared/tools/stac-validate on files or folders; assert it exits 0; return its output."""
+    """Run ../shared/tools/stac-validate on files or folders; assert exit 0; return the output."""
     result = subprocess.run(
         [sys.executable, str(STAC_VALIDATE), *map(str, paths)],
         capture_output=True,
@@ -56,7 +56,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Serve
 
 @pytest.fixture
 def s3_store(s3_server: LocalS3Server, monkeypatch: pytest.MonkeyPatch) -> Store:
-    """A Store on a fresh prefix of the test server; credentials set in the env for this test only."""
+    """A Store on a fresh prefix of the test server; credentials in the env for this test only."""
     for name, value in s3_server.env().items():
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
@@ -109,3 +109,55 @@ def geotiff_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_geotiff(tmp_path / name, array, **kwargs)
 
     return make
+
+
+DATES = ["20200101", "20200113", "20200125"]
+
+
+@pytest.fixture
+def input_files(tmp_path: Path) -> dict[str, Any]:
+    """A small consistent set of user inputs on the 30 m UTM 47N grid.
+
+    deformation GeoTIFFs in metres (one per date, with a NoData patch), two aligned DEM tiles,
+    NDVI for 2017 and 2019 on a coarser 60 m grid, and a polygon + point inventory (GeoPackage).
+    """
+    import geopandas as gpd
+    import shapely
+
+    rng = np.random.default_rng(42)
+    rows, cols = 40, 50
+    deformation = {}
+    for i, day in enumerate(DATES):
+        arr = (rng.normal(0, 0.003, (rows, cols)) - 0.01 * i).astype("float32")
+        arr[:2, :3] = -9999.0
+        deformation[day] = arr
+        write_geotiff(tmp_path / "defo" / f"S1_{day}_disp.tif", arr, nodata=-9999.0)
+    dem_w = (3000 + rng.uniform(0, 500, (rows, 25))).astype("float32")
+    dem_e = (3000 + rng.uniform(0, 500, (rows, 25))).astype("float32")
+    write_geotiff(tmp_path / "dem" / "dem_w.tif", dem_w)
+    write_geotiff(
+        tmp_path / "dem" / "dem_e.tif", dem_e, origin_xy=(ORIGIN_XY[0] + 25 * 30, ORIGIN_XY[1])
+    )
+    ndvi = {y: rng.uniform(-0.2, 0.9, (20, 25)).astype("float32") for y in (2017, 2019)}
+    for y, arr in ndvi.items():
+        write_geotiff(tmp_path / "ndvi" / f"ndvi_max_{y}.tif", arr, resolution=60.0)
+    inv = gpd.GeoDataFrame(
+        {"name": ["slump A", "slump B"]},
+        geometry=[
+            shapely.box(500_300, 4_199_100, 500_600, 4_199_400),
+            shapely.Point(501_000, 4_199_000),
+        ],
+        crs=UTM47,
+    )
+    inv.to_file(tmp_path / "inventory.gpkg")
+    return {
+        "dir": tmp_path,
+        "deformation_dir": tmp_path / "defo",
+        "deformation_m": deformation,
+        "dem_paths": [tmp_path / "dem" / "dem_w.tif", tmp_path / "dem" / "dem_e.tif"],
+        "dem": {"dem_w": dem_w, "dem_e": dem_e},
+        "ndvi_paths": sorted((tmp_path / "ndvi").glob("*.tif")),
+        "ndvi": ndvi,
+        "inventory_path": tmp_path / "inventory.gpkg",
+        "inventory": inv,
+    }
