@@ -135,6 +135,19 @@ def _dockerignored(rel: str, patterns: list[str]) -> bool:
     return ignored
 
 
+def _kube_backend() -> tuple[Any, Any]:
+    """dask-gateway-server's Kubernetes config and controller classes (need kubernetes_asyncio)."""
+    try:
+        from dask_gateway_server.backends.kubernetes.backend import KubeClusterConfig
+        from dask_gateway_server.backends.kubernetes.controller import KubeController
+    except ImportError as err:
+        pytest.fail(
+            f"dask-gateway-server's Kubernetes backend cannot be imported ({err}); install "
+            "the dev extra with dask-gateway-server[kubernetes] (kubernetes-asyncio)"
+        )
+    return KubeClusterConfig, KubeController
+
+
 def _helm_config() -> Any:
     """The traitlets config the dask-gateway chart builds from our values, extraConfig included.
 
@@ -240,6 +253,24 @@ def test_dockerfile_sets_gdal_object_storage_env() -> None:
             assert any(ln.startswith("#") for ln in above) or re.match(
                 r"\s*(GDAL|CPL|VSI)_", lines[i - 1]
             ), f"{m.group(1)} has no comment"
+
+
+def test_dockerignore_keeps_what_the_build_copies_and_drops_the_rest() -> None:
+    patterns = [
+        ln.strip()
+        for ln in (REPO / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    for word, rest in _builder_stage():
+        if word == "COPY":
+            for source in shlex.split(rest)[:-1]:
+                assert not _dockerignored(source, patterns), f"COPY {source} is dockerignored"
+    for kept in ("ftlcloud/cli/__init__.py", "deploy/image/install.sh", "requirements/lock.txt"):
+        assert not _dockerignored(kept, patterns), kept
+    for dropped in (".venv/bin/python", ".git/config", "tests/test_deploy.py", ".env"):
+        assert _dockerignored(dropped, patterns), dropped
+    for dropped in ("deploy/k8s/job-iterate.yaml", "ftlcloud/__pycache__/cli.cpython-311.pyc"):
+        assert _dockerignored(dropped, patterns), dropped
 
 
 def test_install_steps_go_through_the_shared_script() -> None:
@@ -493,7 +524,7 @@ def test_helm_values_use_only_chart_keys_and_a_pinned_image() -> None:
 
 
 def test_helm_options_are_exactly_the_ones_the_code_sends(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dask_gateway_server.backends.kubernetes.backend import KubeClusterConfig
+    KubeClusterConfig, _ = _kube_backend()
 
     c = _helm_config()
     options = c.Backend.cluster_options
@@ -548,9 +579,7 @@ def test_helm_options_refuse_credentials_foreign_images_and_huge_workers(
 
 def test_gateway_pods_built_from_the_values_are_valid_and_get_the_secret() -> None:
     # The real dask-gateway controller turns the config into pods; validate what it would create.
-    from dask_gateway_server.backends.kubernetes.backend import KubeClusterConfig
-    from dask_gateway_server.backends.kubernetes.controller import KubeController
-
+    KubeClusterConfig, KubeController = _kube_backend()
     c = _helm_config()
     options = c.Backend.cluster_options
     overrides = options.get_configuration(options.parse_options({}), None)
