@@ -195,7 +195,7 @@ def test_mintpy_duplicate_and_unparseable_dates(tmp_path: Path) -> None:
         ingest_mintpy_h5(store, h5)
     bad = tmp_path / "c.h5"
     bad.write_text("not hdf5")
-    with pytest.raises(InputError, match="c.h5: not a readable HDF5 file"):
+    with pytest.raises(InputError, match=r"c.h5: not a readable HDF5 file"):
         ingest_mintpy_h5(store, bad)
     assert store.list() == []
 
@@ -276,7 +276,7 @@ def test_bad_dem_and_ndvi(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     a = np.zeros((5, 6), "float32")
     w = write_geotiff(tmp_path / "w.tif", a)
-    with pytest.raises(InputError, match="e.tif is not aligned to the pixel grid of w.tif"):
+    with pytest.raises(InputError, match=r"e.tif is not aligned to the pixel grid of w.tif"):
         ingest_dem(
             store, [w, write_geotiff(tmp_path / "e.tif", a, origin_xy=(500_195.0, 4_200_000.0))]
         )
@@ -325,16 +325,16 @@ def test_bad_inventories(tmp_path: Path, input_files: dict[str, Any]) -> None:
     far.to_file(tmp_path / "far.gpkg")
     with pytest.raises(
         InputError,
-        match="far.gpkg: no landslide of the inventory lies inside the deformation extent",
+        match=r"far.gpkg: no landslide of the inventory lies inside the deformation extent",
     ):
         ingest_inventory(store, tmp_path / "far.gpkg")
     empty = gpd.GeoDataFrame({"a": []}, geometry=[], crs="EPSG:4326")
     empty.to_file(tmp_path / "empty.geojson")
-    with pytest.raises(InputError, match="empty.geojson: the inventory is empty"):
+    with pytest.raises(InputError, match=r"empty.geojson: the inventory is empty"):
         ingest_inventory(store, tmp_path / "empty.geojson")
     nocrs = gpd.GeoDataFrame(geometry=[shapely.Point(500_100, 4_199_000)])
     nocrs.to_file(tmp_path / "nocrs.shp")
-    with pytest.raises(InputError, match="nocrs.shp: has no CRS"):
+    with pytest.raises(InputError, match=r"nocrs.shp: has no CRS"):
         ingest_inventory(store, tmp_path / "nocrs.shp")
     lines = gpd.GeoDataFrame(
         geometry=[shapely.LineString([(500_100, 4_199_000), (500_200, 4_199_100)])], crs=32647
@@ -345,7 +345,7 @@ def test_bad_inventories(tmp_path: Path, input_files: dict[str, Any]) -> None:
     ):
         ingest_inventory(store, tmp_path / "lines.gpkg")
     (tmp_path / "junk.gpkg").write_text("junk")
-    with pytest.raises(InputError, match="junk.gpkg: cannot read it"):
+    with pytest.raises(InputError, match=r"junk.gpkg: cannot read it"):
         ingest_inventory(store, tmp_path / "junk.gpkg")
     with pytest.raises(InputError, match="name 'a/b' is not usable"):
         ingest_inventory(store, input_files["inventory_path"], name="a/b")
