@@ -41,7 +41,6 @@ import rasterio.features
 import shapely
 from affine import Affine
 from numpy.typing import NDArray
-from rasterio.windows import Window
 from scipy import ndimage
 
 from ftlcloud.errors import ConfigError, InputError, StoreError
@@ -492,14 +491,14 @@ class _Placer:
                 return None
             idx = int(self.rng.choice(weights.size, p=weights / total))
             row, col = divmod(idx, spec.width)
-            cx, cy = tr * (col + 0.5, row + 0.5)
+            cx, cy = tr @ (col + 0.5, row + 0.5)
             area = max(area_ha * (0.8 ** (attempt // 20)), 2.0)
             poly = _blob(
                 self.rng, (cx, cy), float(self.aspect_smooth[row, col]), area, elongation, roughness
             )
             minx, miny, maxx, maxy = poly.bounds
-            c0, r0 = ~tr * (minx, maxy)
-            c1, r1 = ~tr * (maxx, miny)
+            c0, r0 = ~tr @ (minx, maxy)
+            c1, r1 = ~tr @ (maxx, miny)
             if (
                 c0 < margin_px
                 or r0 < margin_px
@@ -588,9 +587,12 @@ def generate_scene(spec: SceneSpec | None = None) -> Scene:
     for i in range(spec.n_landslides):
         area = float(np.clip(np.exp(rng.normal(math.log(6.0), 0.8)), 2.0, 60.0))
         seeds = secondary if rng.random() < 0.12 else primary
-        placed = placer.place(
-            "ftl", seeds, ftl_ok, area, rng.uniform(1.6, 3.2), roughness=0.22
-        ) or placer.place("ftl", primary, ftl_ok, area, rng.uniform(1.6, 3.2), roughness=0.22)
+        placed = (
+            placer.place("ftl", seeds, ftl_ok, area, rng.uniform(1.6, 3.2), roughness=0.22)
+            or placer.place("ftl", primary, ftl_ok, area, rng.uniform(1.6, 3.2), roughness=0.22)
+            # Crowded scene: a small one anywhere in the belt rather than no scene at all.
+            or placer.place("ftl", seedable * elev_w, ftl_ok, 2.0, 1.8, 0.15, min_ok=0.7)
+        )
         if placed is None:
             raise InputError(
                 f"could not place landslide {i + 1} of {spec.n_landslides} in a "
@@ -618,16 +620,19 @@ def generate_scene(spec: SceneSpec | None = None) -> Scene:
 
     # ---- decoys
     flat = (slope < 0.7) & coherent
-    flat_dist = ndimage.distance_transform_edt(flat) * res
     for j in range(spec.n_subsidence):
+        flat_dist = ndimage.distance_transform_edt(flat & ~placer.occupied) * res
         # Every other one on the perched basin, so that only the slope factor rejects it.
         prefer_high = j % 2 == 0 and bool((flat_dist[dem >= 3600] > 150.0).any())
         zone = (dem >= 3600) if prefer_high else np.ones_like(flat)
         r_max_m = (float(flat_dist[zone].max()) - res) / 1.35
-        area = min(rng.uniform(6.0, 20.0), math.pi * r_max_m**2 / 1e4)
+        area = max(min(rng.uniform(6.0, 20.0), math.pi * r_max_m**2 / 1e4), 2.0)
         need = 1.35 * math.sqrt(area * 1e4 / math.pi) + res
         seeds = ((flat_dist >= need) & zone).astype(float)
-        placed = placer.place("subsidence", seeds, flat, area, rng.uniform(1.0, 1.4), 0.1, 0.95)
+        elong = rng.uniform(1.0, 1.4)
+        placed = placer.place("subsidence", seeds, flat, area, elong, 0.1, 0.95) or placer.place(
+            "subsidence", (flat_dist >= 3 * res).astype(float), flat, 3.0, 1.0, 0.05, 0.9
+        )
         if placed is None:
             raise InputError(
                 f"could not place subsidence decoy {j + 1} on a flat valley floor (seed "
@@ -710,25 +715,9 @@ def generate_scene(spec: SceneSpec | None = None) -> Scene:
         rec["hidden"] = rec["delta_ndvi"] > -0.1
         rec["small"] = rec["area_ha"] < 10.0
 
-    # ---- velocity and seasonal fields (mm, mm/a)
-    v_bg = 1.8 * _smooth_field(rng, (ny, nx), 25.0) + 0.6 * _smooth_field(rng, (ny, nx), 4.0)
-    amp_bg = 4.0 + 1.0 * _smooth_field(rng, (ny, nx), 20.0)  # peak-to-peak, mostly 2-6 mm
-    amp_bg = np.clip(amp_bg, 1.5, 7.0)
-    peak_bg = _SEASONAL_PEAK_DOY + 10.0 * _smooth_field(rng, (ny, nx), 30.0)
-    velocity = v_bg.copy()
-    amplitude = amp_bg.copy()
-    peak = peak_bg.copy()
     objects = np.zeros((ny, nx), bool)
     for m in masks:
         objects |= m
-    # Rim pixels move at ~70 % of the core, as the margins of a real slide do.
-    core = ndimage.distance_transform_edt(objects) >= 1.5
-    weight = np.where(core, 1.0, 0.7)
-    for rec, m in zip(records, masks, strict=True):
-        w = weight[m]
-        velocity[m] = w * rec["velocity_mm_a"] + (1 - w) * v_bg[m]
-        amplitude[m] = w * rec["seasonal_amplitude_mm"] + (1 - w) * amp_bg[m]
-        peak[m] = rec["peak_doy"]
 
     # ---- reference pixel: stable, coherent, far from every mover, nearest the centre
     free = coherent & (slope < 15.0) & ~ndimage.binary_dilation(objects, iterations=10)
@@ -740,14 +729,33 @@ def generate_scene(spec: SceneSpec | None = None) -> Scene:
     k = int(np.argmin((rows - ny / 2) ** 2 + (cols - nx / 2) ** 2))
     ref_y, ref_x = int(rows[k]), int(cols[k])
 
+    # ---- velocity (mm/a) and seasonal (mm) fields, relative to the reference pixel as MintPy's
+    # are, so that the landslides' attributes are exactly what a fit of the data returns.
+    v_bg = 1.8 * _smooth_field(rng, (ny, nx), 25.0) + 0.6 * _smooth_field(rng, (ny, nx), 4.0)
+    # Background seasonal terms of random phase: peak-to-peak mostly 2-6 mm after referencing.
+    c_bg = 1.1 * _smooth_field(rng, (ny, nx), 20.0)
+    d_bg = 1.1 * _smooth_field(rng, (ny, nx), 20.0)
+    v_bg -= v_bg[ref_y, ref_x]
+    c_bg -= c_bg[ref_y, ref_x]
+    d_bg -= d_bg[ref_y, ref_x]
+    velocity, c, d = v_bg.copy(), c_bg.copy(), d_bg.copy()
+    # Rim pixels move at ~85 % of the core, as the margins of a real slide do.
+    core = ndimage.distance_transform_edt(objects) >= 1.5
+    weight = np.where(core, 1.0, 0.85)
+    doy0 = spec.dates[0].timetuple().tm_yday
+    for rec, m in zip(records, masks, strict=True):
+        w = weight[m]
+        # Eq. 1 with the seasonal maximum on `peak_doy`: c = A/2 cos(phi), d = A/2 sin(phi).
+        phi = 2 * np.pi * (rec["peak_doy"] - doy0) / 365.25
+        half = rec["seasonal_amplitude_mm"] / 2.0
+        velocity[m] = w * rec["velocity_mm_a"] + (1 - w) * v_bg[m]
+        c[m] = w * half * np.cos(phi) + (1 - w) * c_bg[m]
+        d[m] = w * half * np.sin(phi) + (1 - w) * d_bg[m]
+    amplitude = 2.0 * np.hypot(c, d)
+
     # ---- displacement time series
     dates = spec.dates
-    t_years = np.array([(d - dates[0]).days / 365.25 for d in dates])
-    doy0 = dates[0].timetuple().tm_yday
-    t_peak = (peak - doy0) / 365.25  # years after the first date of the seasonal maximum
-    half_amp = amplitude / 2.0
-    c = half_amp * np.cos(2 * np.pi * t_peak)
-    d = half_amp * np.sin(2 * np.pi * t_peak)
+    t_years = np.array([(day - dates[0]).days / 365.25 for day in dates])
     z_rel_km = (dem - dem[ref_y, ref_x]) / 1000.0
     gap_p = 0.02 + 0.03 * (0.5 + 0.5 * np.tanh(_smooth_field(rng, (ny, nx), 15.0)))
     outer_atmo_px = 20000.0 / res
@@ -823,8 +831,8 @@ def _make_ndvi(
     shape = spec.ndvi_shape
     ntr = spec.ndvi_transform
     rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
-    xs, ys = ntr * (cols + 0.5, rows + 0.5)
-    dem_col, dem_row = ~spec.transform * (xs, ys)
+    xs, ys = ntr @ (cols + 0.5, rows + 0.5)
+    dem_col, dem_row = ~spec.transform @ (xs, ys)
     z = ndimage.map_coordinates(dem, [dem_row - 0.5, dem_col - 0.5], order=1, mode="nearest")
     meadow = 0.12 + 0.48 / (1.0 + np.exp((z - 4250.0) / 140.0))
     ndvi_early = meadow + 0.05 * _smooth_field(rng, shape, 6.0) + 0.02 * rng.standard_normal(shape)
@@ -1034,15 +1042,10 @@ def write_scene(
         col_edges = [0, nx // 2, nx]
         for i in range(2):
             for j in range(2):
-                win = Window(
-                    col_edges[j],
-                    row_edges[i],
-                    col_edges[j + 1] - col_edges[j],
-                    row_edges[i + 1] - row_edges[i],
-                )
                 sub = scene.dem_m[row_edges[i] : row_edges[i + 1], col_edges[j] : col_edges[j + 1]]
+                tile_tr = tr @ Affine.translation(col_edges[j], row_edges[i])
                 p = root / "dem" / f"dem_r{i}_c{j}.tif"
-                _write_tif(p, sub, rasterio.windows.transform(win, tr), crs, "elevation_m")
+                _write_tif(p, sub, tile_tr, crs, "elevation_m")
                 dem_paths.append(p)
     else:
         p = root / "dem.tif"
