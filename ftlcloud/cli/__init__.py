@@ -18,6 +18,8 @@ from ftlcloud.errors import FtlError
 # module (":alias" when a module holds several) -> attribute holding a click command or group
 _COMMANDS = {
     "ftlcloud.cli.demo": "demo",
+    "ftlcloud.cli.storage": "storage",
+    "ftlcloud.cli.ingest": "ingest",
     "ftlcloud.cli.run": "factors",
     "ftlcloud.cli.run:run": "run_cmd",
     "ftlcloud.cli.run:iterate": "iterate",
