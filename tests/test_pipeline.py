@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import rasterio
 from distributed import LocalCluster
+from ftlcloud.science.ndvi import delta_ndvi
+from ftlcloud.science.terrain import slope_aspect
 from rasterio.warp import Resampling, reproject
 from rio_cogeo.cogeo import cog_validate
 
@@ -33,9 +35,7 @@ from ftlcloud.pipeline.cluster import ClusterSpec
 from ftlcloud.pipeline.factors import FACTOR_NAMES
 from ftlcloud.pipeline.run import FactorSettings, RunPaths
 from ftlcloud.science.fit import fit_seasonal
-from ftlcloud.science.ndvi import delta_ndvi
 from ftlcloud.science.rules import parse_rules
-from ftlcloud.science.terrain import slope_aspect
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,9 @@ def test_tiled_factors_equal_whole_raster(store: Store, scene: Scene, cluster: C
             got, want = got[2:-2, 2:-2], want[2:-2, 2:-2]
             np.testing.assert_allclose(got, want, atol=1e-3, equal_nan=True, err_msg=name)
         else:
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3, equal_nan=True, err_msg=name)
+            np.testing.assert_allclose(
+                got, want, rtol=1e-4, atol=1e-3, equal_nan=True, err_msg=name
+            )
         ok, errors, _ = cog_validate(store.href(paths.factor_cog(name)), strict=True, quiet=True)
         assert ok, (name, errors)
 
@@ -130,8 +132,12 @@ def test_candidates_do_not_depend_on_tile_size(store: Store, cluster: ClusterSpe
     initial = initial_inventory_ref(Catalog(store), None)
     frames = {}
     for run_id, tile in (("t48", 48), ("t1024", 1024)):
-        compute_factors(store, run_id, settings=FactorSettings(tile_size=tile), cluster=cluster, progress=False)
-        res = run_iteration(store, run_id, 5, rules=rules, inventory=initial, cluster=cluster, progress=False)
+        compute_factors(
+            store, run_id, settings=FactorSettings(tile_size=tile), cluster=cluster, progress=False
+        )
+        res = run_iteration(
+            store, run_id, 5, rules=rules, inventory=initial, cluster=cluster, progress=False
+        )
         frames[run_id] = res.candidates
     a, b = frames["t48"], frames["t1024"]
     assert len(a) > 0
@@ -146,8 +152,12 @@ def test_iteration_outputs_validate_and_rerun_writes_nothing(
 ) -> None:
     rules = parse_rules("derived")
     initial = initial_inventory_ref(Catalog(store), None)
-    compute_factors(store, "rerun", settings=FactorSettings(tile_size=64), cluster=cluster, progress=False)
-    res = run_iteration(store, "rerun", 1, rules=rules, inventory=initial, cluster=cluster, progress=False)
+    compute_factors(
+        store, "rerun", settings=FactorSettings(tile_size=64), cluster=cluster, progress=False
+    )
+    res = run_iteration(
+        store, "rerun", 1, rules=rules, inventory=initial, cluster=cluster, progress=False
+    )
     assert not res.skipped
     cat = Catalog(store)
     item = cat.get_item(ITERATIONS_COLLECTION, "rerun-it01")
@@ -157,18 +167,24 @@ def test_iteration_outputs_validate_and_rerun_writes_nothing(
     assert {lk.rel for lk in item.links} >= {"derived_from"}
     cands = read_geoparquet(store, RunPaths("rerun").iteration(1, "candidates.parquet"))
     assert {"iteration", "overlaps_known", "score", "candidate_id", "area_ha"} <= set(cands.columns)
-    stac_validate([store.href("")])  # type: ignore[operator]
+    stac_validate([store.url])  # type: ignore[operator]
 
-    before = {p: os.stat(p).st_mtime_ns for p in Path(store.href("")).rglob("*") if p.is_file()}
-    again = compute_factors(store, "rerun", settings=FactorSettings(tile_size=64), cluster=cluster, progress=False)
+    before = {p: os.stat(p).st_mtime_ns for p in Path(store.url).rglob("*") if p.is_file()}
+    again = compute_factors(
+        store, "rerun", settings=FactorSettings(tile_size=64), cluster=cluster, progress=False
+    )
     assert again.skipped
-    res2 = run_iteration(store, "rerun", 1, rules=rules, inventory=initial, cluster=cluster, progress=False)
+    res2 = run_iteration(
+        store, "rerun", 1, rules=rules, inventory=initial, cluster=cluster, progress=False
+    )
     assert res2.skipped and len(res2.candidates) == len(res.candidates)
-    after = {p: os.stat(p).st_mtime_ns for p in Path(store.href("")).rglob("*") if p.is_file()}
+    after = {p: os.stat(p).st_mtime_ns for p in Path(store.url).rglob("*") if p.is_file()}
     assert after == before
 
 
-def test_interrupted_factor_stage_resumes_only_missing_tiles(store: Store, cluster: ClusterSpec) -> None:
+def test_interrupted_factor_stage_resumes_only_missing_tiles(
+    store: Store, cluster: ClusterSpec
+) -> None:
     settings = FactorSettings(tile_size=64)
     compute_factors(store, "resume", settings=settings, cluster=cluster, progress=False)
     cat = Catalog(store)
@@ -182,14 +198,18 @@ def test_interrupted_factor_stage_resumes_only_missing_tiles(store: Store, clust
     assert not cat.is_complete(FACTORS_COLLECTION, "resume-factors")
     res = compute_factors(store, "resume", settings=settings, cluster=cluster, progress=False)
     assert res.tiles_computed == 2
-    np.testing.assert_array_equal(read_band(store.href(paths.factor_cog("velocity_mm_a"))), reference)
+    np.testing.assert_array_equal(
+        read_band(store.href(paths.factor_cog("velocity_mm_a"))), reference
+    )
 
 
 def test_changed_settings_under_same_run_id_are_refused(store: Store, cluster: ClusterSpec) -> None:
     from ftlcloud.errors import RunError
 
-    compute_factors(store, "fixed", settings=FactorSettings(tile_size=64), cluster=cluster, progress=False)
-    with pytest.raises(RunError, match="already exists .* other settings"):
-        compute_factors(store, "fixed", settings=FactorSettings(tile_size=128), cluster=cluster, progress=False)
-
-
+    compute_factors(
+        store, "fixed", settings=FactorSettings(tile_size=64), cluster=cluster, progress=False
+    )
+    with pytest.raises(RunError, match=r"already exists .* other settings"):
+        compute_factors(
+            store, "fixed", settings=FactorSettings(tile_size=128), cluster=cluster, progress=False
+        )

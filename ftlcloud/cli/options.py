@@ -29,13 +29,17 @@ def cluster_options(f: F) -> F:
     options = [
         click.option("--scheduler", help="Join an existing Dask scheduler (tcp://host:8786)."),
         click.option("--gateway", help="Ask this Dask-Gateway (http://host) for a cluster."),
-        click.option("--gateway-proxy", help="Dask-Gateway scheduler proxy address, if not the default."),
+        click.option(
+            "--gateway-proxy", help="Dask-Gateway scheduler proxy address, if not the default."
+        ),
         click.option(
             "--gateway-auth",
             type=click.Choice(["basic", "kerberos", "jupyterhub"]),
             help="Dask-Gateway auth (default: dask-gateway's own config, DASK_GATEWAY__AUTH__TYPE).",
         ),
-        click.option("--workers", type=int, help="Workers (default: one per core, or 2 on a Gateway)."),
+        click.option(
+            "--workers", type=int, help="Workers (default: one per core, or 2 on a Gateway)."
+        ),
         click.option("--worker-cores", type=float, help="Gateway option worker_cores."),
         click.option("--worker-memory", type=float, help="Gateway option worker_memory (GiB)."),
         click.option("--image", help="Gateway option image (the ftlcloud image for workers)."),
@@ -49,7 +53,11 @@ def cluster_spec(kwargs: dict[str, Any]) -> ClusterSpec:
     """Pop the cluster options from a command's kwargs."""
     gateway_options = {
         name: kwargs.pop(opt)
-        for opt, name in (("worker_cores", "worker_cores"), ("worker_memory", "worker_memory"), ("image", "image"))
+        for opt, name in (
+            ("worker_cores", "worker_cores"),
+            ("worker_memory", "worker_memory"),
+            ("image", "image"),
+        )
         if kwargs.get(opt) is not None
     }
     for opt in ("worker_cores", "worker_memory", "image"):

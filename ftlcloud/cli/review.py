@@ -34,7 +34,9 @@ def export(store: str, run_id: str, k: int, out: Path) -> None:
 @store_option()
 @click.option("--run-id", required=True)
 @click.option("--iteration", "k", type=int, required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the page here.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the page here."
+)
 def page(store: str, run_id: str, k: int, out: Path | None) -> None:
     """Build the self-contained HTML review page and store it beside the iteration."""
     from ftlcloud.pipeline.review import publish_review_page
@@ -76,15 +78,28 @@ def apply(store: str, run_id: str, k: int, inventory_name: str | None, decisions
 
 
 @click.command()
-@click.option("--records", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Verification records: a CSV with a `status` column of TP / FP / FN.")
-@click.option("--detected", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Detected FTLs (any vector format) for object-level matching.")
-@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Reference inventory for object-level matching.")
-@click.option("--rule", type=click.Choice(["intersects", "iou"]), default="intersects", show_default=True)
+@click.option(
+    "--records",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verification records: a CSV with a `status` column of TP / FP / FN.",
+)
+@click.option(
+    "--detected",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Detected FTLs (any vector format) for object-level matching.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Reference inventory for object-level matching.",
+)
+@click.option(
+    "--rule", type=click.Choice(["intersects", "iou"]), default="intersects", show_default=True
+)
 @click.option("--min-iou", default=0.1, show_default=True)
-def validate(records: Path | None, detected: Path | None, reference: Path | None, rule: str, min_iou: float) -> None:
+def validate(
+    records: Path | None, detected: Path | None, reference: Path | None, rule: str, min_iou: float
+) -> None:
     """TPR, FPR, FNR (Eq. 3-5) from verification records; precision/recall/F1 against a reference."""
     import geopandas as gpd
     import pandas as pd
@@ -97,13 +112,16 @@ def validate(records: Path | None, detected: Path | None, reference: Path | None
     if records is not None:
         table = pd.read_csv(records)
         if "status" not in table.columns:
-            raise InputError(f"{records}: no `status` column (values TP, FP, FN); it has {list(table.columns)}")
+            raise InputError(
+                f"{records}: no `status` column (values TP, FP, FN); it has {list(table.columns)}"
+            )
         r = verification_rates_from_records(table["status"].astype(str))
         click.echo(
             f"N = {r.n} (TP {r.n_tp}, FP {r.n_fp}, FN {r.n_fn}): TPR {r.tpr_pct:.1f} %, "
             f"FPR {r.fpr_pct:.1f} %, FNR {r.fnr_pct:.1f} %"
         )
     if detected is not None and reference is not None:
+
         def read(p: Path) -> Any:
             return gpd.read_parquet(p) if p.suffix == ".parquet" else gpd.read_file(p)
 

@@ -36,8 +36,12 @@ def _settings(tile_size: int, min_valid_dates: int, ndvi_years: str | None) -> A
 
 
 def factor_options(f: Any) -> Any:
-    f = click.option("--ndvi-years", help="Earlier,later NDVI years for ΔNDVI (default: first,last).")(f)
-    f = click.option("--min-valid-dates", default=10, show_default=True, help="Dates a pixel's fit needs.")(f)
+    f = click.option(
+        "--ndvi-years", help="Earlier,later NDVI years for ΔNDVI (default: first,last)."
+    )(f)
+    f = click.option(
+        "--min-valid-dates", default=10, show_default=True, help="Dates a pixel's fit needs."
+    )(f)
     f = click.option("--tile-size", default=512, show_default=True, help="Tile edge in pixels.")(f)
     return f
 
@@ -68,7 +72,9 @@ def _reviewer(spec: str | None, store: Any) -> Any:
 @click.option("--run-id", required=True, help="Run identifier (letters, digits, . _ -).")
 @factor_options
 @cluster_options
-def factors(store: str, run_id: str, tile_size: int, min_valid_dates: int, ndvi_years: str | None, **kw: Any) -> None:
+def factors(
+    store: str, run_id: str, tile_size: int, min_valid_dates: int, ndvi_years: str | None, **kw: Any
+) -> None:
     """Compute the factors of a run once (seasonal fit, terrain, ΔNDVI) as COGs."""
     from ftlcloud.pipeline.api import compute_factors
 
@@ -91,11 +97,30 @@ def factors(store: str, run_id: str, tile_size: int, min_valid_dates: int, ndvi_
 @store_option()
 @click.option("--run-id", required=True, help="Run identifier.")
 @click.option("--iteration", "k", type=int, required=True, help="Iteration number (1-based).")
-@click.option("--rules", default="derived", show_default=True, help="derived, table2, or a JSON schedule file.")
-@click.option("--inventory", "inventory_name", help="Ingested inventory name for iteration 1 (default: newest).")
-@click.option("--min-area-ha", default=0.0, show_default=True, help="Drop candidates smaller than this.")
+@click.option(
+    "--rules",
+    default="derived",
+    show_default=True,
+    help="derived, table2, or a JSON schedule file.",
+)
+@click.option(
+    "--inventory",
+    "inventory_name",
+    help="Ingested inventory name for iteration 1 (default: newest).",
+)
+@click.option(
+    "--min-area-ha", default=0.0, show_default=True, help="Drop candidates smaller than this."
+)
 @cluster_options
-def run_cmd(store: str, run_id: str, k: int, rules: str, inventory_name: str | None, min_area_ha: float, **kw: Any) -> None:
+def run_cmd(
+    store: str,
+    run_id: str,
+    k: int,
+    rules: str,
+    inventory_name: str | None,
+    min_area_ha: float,
+    **kw: Any,
+) -> None:
     """Run one iteration: thresholds → masks → candidates, published as a STAC item."""
     from ftlcloud.io.catalog import Catalog
     from ftlcloud.pipeline.api import initial_inventory_ref, inventory_for_iteration, run_iteration
@@ -119,17 +144,34 @@ def run_cmd(store: str, run_id: str, k: int, rules: str, inventory_name: str | N
 @click.command()
 @store_option()
 @click.option("--run-id", required=True, help="Run identifier.")
-@click.option("--rules", default="derived", show_default=True, help="derived, table2, or a JSON schedule file.")
+@click.option(
+    "--rules",
+    default="derived",
+    show_default=True,
+    help="derived, table2, or a JSON schedule file.",
+)
 @click.option(
     "--reviewer",
     help="reference:PATH to decide by overlap with a reference inventory; omit to stop after each "
     "iteration and wait for `ftlcloud review apply`.",
 )
-@click.option("--inventory", "inventory_name", help="Ingested inventory name to start from (default: newest).")
+@click.option(
+    "--inventory", "inventory_name", help="Ingested inventory name to start from (default: newest)."
+)
 @click.option("--max-iterations", default=5, show_default=True)
-@click.option("--stable-band", default=10.0, show_default=True, help="Stop at this |velocity| threshold (mm/a).")
+@click.option(
+    "--stable-band",
+    default=10.0,
+    show_default=True,
+    help="Stop at this |velocity| threshold (mm/a).",
+)
 @click.option("--min-area-ha", default=0.0, show_default=True)
-@click.option("--report/--no-report", default=True, show_default=True, help="Publish the run report at the end.")
+@click.option(
+    "--report/--no-report",
+    default=True,
+    show_default=True,
+    help="Publish the run report at the end.",
+)
 @factor_options
 @cluster_options
 def iterate(

@@ -76,9 +76,15 @@ def run_demo(
     from ftlcloud.demo.scene import SceneSpec, generate_scene, scene_summary, write_scene
 
     start = time.perf_counter()
-    spec = SceneSpec.preset(size, seed=seed) if isinstance(size, str) else SceneSpec.sized(size, seed=seed)
-    say(f"generating a synthetic study area: {spec.width} x {spec.height} px at {spec.resolution_m:g} m, "
-        f"{len(spec.dates)} acquisitions, seed {seed}")
+    spec = (
+        SceneSpec.preset(size, seed=seed)
+        if isinstance(size, str)
+        else SceneSpec.sized(size, seed=seed)
+    )
+    say(
+        f"generating a synthetic study area: {spec.width} x {spec.height} px at {spec.resolution_m:g} m, "
+        f"{len(spec.dates)} acquisitions, seed {seed}"
+    )
     scene = generate_scene(spec)
     summary = scene_summary(scene)
     store = Store(store_url, StoreSettings.from_env())
@@ -88,8 +94,10 @@ def run_demo(
         _ingest(store, paths, say)
     truth = scene.truth
     reviewer = ReferenceReviewer(truth, rule="intersects", boundary="reference")
-    say("computing factors once, then iterating (thresholds derived from the inventory, "
-        "|velocity| 50 → 10 mm/a)")
+    say(
+        "computing factors once, then iterating (thresholds derived from the inventory, "
+        "|velocity| 50 → 10 mm/a)"
+    )
     loop = iterate(
         store,
         DEMO_RUN_ID,
@@ -106,7 +114,11 @@ def run_demo(
     n_found = match.n_true_positive
     n_candidates = int(sum(r.n_candidates for r in loop.iterations))
     report = publish_report(
-        store, loop, title="ftlcloud demo: synthetic Qilian-like study area", match=match, rates=rates
+        store,
+        loop,
+        title="ftlcloud demo: synthetic Qilian-like study area",
+        match=match,
+        rates=rates,
     )
     table = loop.table()
     return DemoResult(

@@ -19,10 +19,9 @@ import pandas as pd
 
 from ftlcloud.errors import CatalogError, InputError, RunError
 from ftlcloud.io.catalog import Catalog, build_item
-from ftlcloud.io.cog import AssetInfo, validate_cog
+from ftlcloud.io.cog import AssetInfo, multihash_sha256, validate_cog
 from ftlcloud.io.geoparquet import read_geoparquet, write_geoparquet
 from ftlcloud.io.store import Store
-from ftlcloud.io.cog import multihash_sha256
 from ftlcloud.pipeline.cluster import ClusterSpec, connect
 from ftlcloud.pipeline.factors import (
     FACTOR_NAMES,
@@ -32,7 +31,13 @@ from ftlcloud.pipeline.factors import (
 from ftlcloud.pipeline.grid import GridSpec
 from ftlcloud.pipeline.iteration import mask_and_vectorise, sample_factors
 from ftlcloud.pipeline.load import discover_inputs, lazy_layers
-from ftlcloud.pipeline.run import FactorSettings, RunManifest, RunPaths, check_run_id, ensure_manifest
+from ftlcloud.pipeline.run import (
+    FactorSettings,
+    RunManifest,
+    RunPaths,
+    check_run_id,
+    ensure_manifest,
+)
 from ftlcloud.science.rules import Rules, Thresholds
 
 log = logging.getLogger(__name__)
@@ -142,9 +147,7 @@ def compute_factors(
     start = time.perf_counter()
     catalog = Catalog(store)
     inputs = discover_inputs(catalog, ndvi_years=settings.ndvi_years, grid=grid)
-    manifest = ensure_manifest(
-        store, RunManifest(run_id, settings, inputs.grid, inputs.item_refs)
-    )
+    manifest = ensure_manifest(store, RunManifest(run_id, settings, inputs.grid, inputs.item_refs))
     item_id = factors_item_id(run_id)
     if catalog.is_complete(FACTORS_COLLECTION, item_id):
         log.info("factors of run %s are complete; nothing to do", run_id)
@@ -223,7 +226,9 @@ def read_inventory(store: Store, catalog: Catalog, ref: InventoryRef) -> gpd.Geo
     return read_geoparquet(store, key)
 
 
-def inventory_for_iteration(store: Store, run_id: str, k: int, initial: InventoryRef) -> InventoryRef:
+def inventory_for_iteration(
+    store: Store, run_id: str, k: int, initial: InventoryRef
+) -> InventoryRef:
     """Iteration 1 starts from the ingested inventory; iteration k from the run's inventory k."""
     if k == 1:
         return initial
@@ -383,7 +388,9 @@ def publish_review(
     it_item = catalog.get_item(ITERATIONS_COLLECTION, iteration_item_id(run_id, k))
     assert it_item is not None
     it_item.make_asset_hrefs_absolute()
-    it_item.add_asset("decisions", decisions_info.to_asset(roles=("metadata",), title="review decisions"))
+    it_item.add_asset(
+        "decisions", decisions_info.to_asset(roles=("metadata",), title="review decisions")
+    )
     it_item.properties.update(
         {
             "ftl:status": "reviewed",

@@ -21,10 +21,10 @@ from dask import delayed
 from distributed import Client, as_completed
 from tqdm.auto import tqdm
 
+from ftlcloud.io.cog import AssetInfo
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.grid import GridSpec, Tile
 from ftlcloud.pipeline.run import FactorSettings, RunPaths
-from ftlcloud.io.cog import AssetInfo
 from ftlcloud.pipeline.tiles import assemble_cog, encode_tile
 from ftlcloud.science.fit import FIT_FIELDS, fit_seasonal
 from ftlcloud.science.ndvi import delta_ndvi

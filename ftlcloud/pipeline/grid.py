@@ -77,7 +77,11 @@ class GridSpec:
         return window_transform(window, self.transform)
 
     def to_dict(self) -> dict[str, object]:
-        return {"crs": self.crs, "transform": list(self.transform)[:6], "shape": list(self.shape_yx)}
+        return {
+            "crs": self.crs,
+            "transform": list(self.transform)[:6],
+            "shape": list(self.shape_yx),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> GridSpec:
@@ -93,5 +97,7 @@ def iter_tiles(shape_yx: tuple[int, int], tile_size: int) -> Iterator[Tile]:
     height, width = shape_yx
     for r, row_off in enumerate(range(0, height, tile_size)):
         for c, col_off in enumerate(range(0, width, tile_size)):
-            win = Window(col_off, row_off, min(tile_size, width - col_off), min(tile_size, height - row_off))
+            win = Window(
+                col_off, row_off, min(tile_size, width - col_off), min(tile_size, height - row_off)
+            )
             yield Tile(r, c, win)

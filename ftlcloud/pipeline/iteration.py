@@ -19,10 +19,10 @@ from rasterio.windows import from_bounds
 from tqdm.auto import tqdm
 
 from ftlcloud.errors import InputError
+from ftlcloud.io.cog import AssetInfo
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.grid import GridSpec, Tile
 from ftlcloud.pipeline.run import RunPaths
-from ftlcloud.io.cog import AssetInfo
 from ftlcloud.pipeline.tiles import assemble_cog, encode_tile, read_tile
 from ftlcloud.science.candidates import (
     flag_known,
@@ -62,9 +62,13 @@ def sample_factors(
                     continue
                 left, bottom, right, top = geom.bounds
                 res_x, res_y = grid.resolution_xy
-                win = from_bounds(
-                    left - res_x, bottom - res_y, right + res_x, top + res_y, grid.transform
-                ).round_offsets().round_lengths()
+                win = (
+                    from_bounds(
+                        left - res_x, bottom - res_y, right + res_x, top + res_y, grid.transform
+                    )
+                    .round_offsets()
+                    .round_lengths()
+                )
                 win = win.intersection(rasterio.windows.Window(0, 0, grid.width, grid.height))
                 transform = rasterio.windows.transform(win, grid.transform)
                 shape = (int(win.height), int(win.width))
@@ -100,7 +104,9 @@ def _mask_tile(
     factors = read_tile(store, paths.factor_tile(tile))
     bits = compute_masks(factors, thresholds)
     transform = grid.tile_transform(tile.window)
-    store.write_bytes(paths.mask_tile(k, tile), encode_tile({"mask": bits}, transform, grid.crs, "uint8"))
+    store.write_bytes(
+        paths.mask_tile(k, tile), encode_tile({"mask": bits}, transform, grid.crs, "uint8")
+    )
     overlap = (bits & MaskBit.OVERLAP) != 0
     return vectorise_tile(overlap, factors, transform, grid.crs)
 
@@ -132,12 +138,21 @@ def mask_and_vectorise(
     tiles = grid.tiles(tile_size)
     futures = [
         client.submit(
-            _mask_tile, store, paths, k, t, grid, thresholds, key=f"mask-{paths.run_id}-{k}-{t.tile_id}"
+            _mask_tile,
+            store,
+            paths,
+            k,
+            t,
+            grid,
+            thresholds,
+            key=f"mask-{paths.run_id}-{k}-{t.tile_id}",
         )
         for t in tiles
     ]
     parts: list[gpd.GeoDataFrame] = []
-    with tqdm(total=len(futures), desc=f"iteration {k} masks", unit="tile", disable=not progress) as bar:
+    with tqdm(
+        total=len(futures), desc=f"iteration {k} masks", unit="tile", disable=not progress
+    ) as bar:
         for fut in as_completed(futures):
             parts.append(fut.result())
             bar.update(1)

@@ -24,7 +24,6 @@ from rasterio.enums import Resampling
 
 from ftlcloud.errors import CatalogError, InputError
 from ftlcloud.io.catalog import Catalog
-from ftlcloud.io.store import Store
 from ftlcloud.pipeline.grid import GridSpec
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,10 @@ def discover_inputs(
         raise CatalogError(
             f"no items in collection {DEM[0]!r}; ingest a DEM first (`ftlcloud ingest dem`)"
         )
-    ndvi = {int(i.properties.get("ftl:year", i.datetime.year if i.datetime else 0)): i for i in catalog.items(NDVI[0])}
+    ndvi = {
+        int(i.properties.get("ftl:year", i.datetime.year if i.datetime else 0)): i
+        for i in catalog.items(NDVI[0])
+    }
     if len(ndvi) < 2:
         raise CatalogError(
             f"collection {NDVI[0]!r} holds {len(ndvi)} year(s); ΔNDVI needs two "
@@ -135,7 +137,9 @@ def _stack(
 ) -> da.Array:
     epsg = grid.epsg
     if epsg is None:
-        raise InputError(f"the grid CRS {grid.crs!r} has no EPSG code; give the target grid as EPSG")
+        raise InputError(
+            f"the grid CRS {grid.crs!r} has no EPSG code; give the target grid as EPSG"
+        )
     env = stackstac.DEFAULT_GDAL_ENV.updated(always=gdal_env)
     arr = stackstac.stack(
         list(items),

@@ -174,9 +174,7 @@ def iterate(
             )
             inventory = inventory_for_iteration(store, run_id, k + 1, initial)
             if it.thresholds.velocity_abs_min_mm_a <= stable_band_mm_a:
-                result.stop_reason = (
-                    f"the |velocity| threshold reached the stable band (≤ {stable_band_mm_a:g} mm/a)"
-                )
+                result.stop_reason = f"the |velocity| threshold reached the stable band (≤ {stable_band_mm_a:g} mm/a)"
                 break
             if counts["new_ftls"] == 0 and counts["added"] == 0:
                 result.stop_reason = f"iteration {k} accepted nothing new"
@@ -227,7 +225,9 @@ def all_candidates(results: list[IterationResult], accepted: gpd.GeoDataFrame) -
     frames = [r.candidates for r in results if len(r.candidates)]
     if not frames:
         return gpd.GeoDataFrame({"iteration": [], "accepted": []}, geometry=[])
-    out = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs)
+    out = gpd.GeoDataFrame(
+        pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs
+    )
     ids = set(accepted["candidate_id"]) if len(accepted) else set()
     out["accepted"] = np.asarray(out["candidate_id"].isin(ids), dtype=bool)
     return out

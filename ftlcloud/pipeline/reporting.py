@@ -38,7 +38,9 @@ def validate_run(
     from ftlcloud.science.metrics import verification_rates
 
     match = match_objects(detected, reference, rule=rule, min_iou=min_iou)  # type: ignore[arg-type]
-    rates = verification_rates(match.n_true_positive, match.n_false_positive, match.n_false_negative)
+    rates = verification_rates(
+        match.n_true_positive, match.n_false_positive, match.n_false_negative
+    )
     return match, rates
 
 
@@ -62,7 +64,9 @@ def area_rasters(store: Store, run_id: str) -> Any:
     dem, _ = _read_decimated(store, paths.factor_cog("elevation_m"), REPORT_RASTER_EDGE)
     manifest = RunManifest.from_json(store.read_text(paths.manifest))
     shade = hillshade(dem, transform, geographic=manifest.grid.is_geographic)
-    return AreaRasters(velocity_mm_a=vel, seasonal_amplitude_mm=amp, transform=transform, hillshade=shade)
+    return AreaRasters(
+        velocity_mm_a=vel, seasonal_amplitude_mm=amp, transform=transform, hillshade=shade
+    )
 
 
 def publish_report(
@@ -106,7 +110,12 @@ def publish_report(
         verification_doc = {k: float(v) for k, v in asdict(shown).items()}
     match_doc = None
     if match is not None:
-        match_doc = {"precision": match.precision, "recall": match.recall, "f1": match.f1, "rule": match.rule}
+        match_doc = {
+            "precision": match.precision,
+            "recall": match.recall,
+            "f1": match.f1,
+            "rule": match.rule,
+        }
     inputs = ReportInputs(
         title=title,
         run_id=run_id,

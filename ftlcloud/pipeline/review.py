@@ -22,7 +22,10 @@ def publish_review_page(store: Store, run_id: str, k: int) -> tuple[str, str]:
         layers[name] = (read_full_band(store, paths.factor_cog(name)), grid.transform)
     dem = layers.pop("elevation_m")[0]
     layers = {
-        "hillshade": (hillshade(dem, grid.transform, geographic=grid.is_geographic), grid.transform),
+        "hillshade": (
+            hillshade(dem, grid.transform, geographic=grid.is_geographic),
+            grid.transform,
+        ),
         "velocity": layers["velocity_mm_a"],
         "seasonal_amplitude": layers["seasonal_amplitude_mm"],
         "delta_ndvi": layers["delta_ndvi"],

@@ -8,18 +8,28 @@ area.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 import numpy as np
+import rasterio
 from affine import Affine
+from pyproj import CRS
 from rasterio.io import MemoryFile
+from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
+from ftlcloud.io.cog import (
+    COG_MEDIA_TYPE,
+    AssetInfo,
+    bbox_to_wgs84,
+    cog_creation_options,
+    multihash_sha256,
+    proj_fields,
+)
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.grid import GridSpec, Tile
 
