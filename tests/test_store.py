@@ -34,7 +34,7 @@ def test_local_roundtrip_list_delete(tmp_path: Path) -> None:
 
 
 def test_missing_key_is_store_error(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="missing.json' does not exist"):
+    with pytest.raises(StoreError, match=r"missing\.json' does not exist"):
         Store(tmp_path).read_bytes("missing.json")
 
 
