@@ -39,6 +39,10 @@ def cli(verbose: int) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # botocore logs request headers (the access key id) at DEBUG; third-party loggers stay at INFO
+    # or above so that no log line carries credentials.
+    for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "rasterio"):
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 def _register() -> None:

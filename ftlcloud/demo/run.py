@@ -17,7 +17,13 @@ from ftlcloud.io.catalog import Catalog
 from ftlcloud.io.settings import StoreSettings
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.cluster import ClusterSpec
-from ftlcloud.pipeline.loop import LoopResult, ReferenceReviewer, accepted_ftls, iterate
+from ftlcloud.pipeline.loop import (
+    LoopResult,
+    ReferenceReviewer,
+    accepted_ftls,
+    iterate,
+    new_candidate_count,
+)
 from ftlcloud.pipeline.reporting import publish_report, validate_run
 from ftlcloud.pipeline.run import FactorSettings
 from ftlcloud.science.metrics import ObjectMatch, VerificationRates
@@ -112,7 +118,7 @@ def run_demo(
     match, rates = validate_run(found, truth[~truth["in_inventory"]], rule="intersects")
     missing = truth[~truth["in_inventory"]]
     n_found = match.n_true_positive
-    n_candidates = int(sum(r.n_candidates for r in loop.iterations))
+    n_candidates = new_candidate_count(loop.iterations)
     report = publish_report(
         store,
         loop,
@@ -149,7 +155,10 @@ def print_demo(result: DemoResult, say: Callable[[str], None] = print) -> None:
         f"landslides missing from the starting inventory: {result.n_missing}; found "
         f"{result.n_missing_found} (recall {100 * result.recall_missing:.1f} %)"
     )
-    say(f"candidates shown per landslide found: {result.candidates_per_found:.2f}")
+    say(
+        "candidates to review (not overlapping a known FTL) per landslide found: "
+        f"{result.candidates_per_found:.2f}"
+    )
     say(
         f"object match vs truth ({m.rule}): precision {_pct(m.precision)}, recall {_pct(m.recall)}, "
         f"F1 {_pct(m.f1)}"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import geopandas as gpd
-import pandas as pd
 
 from ftlcloud.errors import CatalogError, InputError, RunError
 from ftlcloud.io.catalog import Catalog, build_item
@@ -406,22 +405,3 @@ def publish_review(
     catalog.add_item(it_item, ITERATIONS_COLLECTION)
     return next_ref, counts.as_dict()
 
-
-def candidates_table(results: list[IterationResult]) -> pd.DataFrame:
-    """Table 2 of the paper for a run: thresholds and results per iteration."""
-    rows = []
-    for r in results:
-        t = r.thresholds
-        rows.append(
-            {
-                "iteration": r.iteration,
-                "elevation_m": t.elevation_m.label(),
-                "slope_deg": t.slope_deg.label(),
-                "aspect_deg": t.aspect_label(),
-                "velocity_abs_min_mm_a": t.velocity_abs_min_mm_a,
-                "candidates": r.n_candidates,
-                "accepted": r.counts.get("accepted", 0),
-                "new_ftls": r.counts.get("new_ftls", 0),
-            }
-        )
-    return pd.DataFrame(rows)

@@ -83,9 +83,9 @@ class LoopResult:
             rows.append(
                 {
                     "iteration": r.iteration,
-                    "elevation (m)": t.elevation_m.label(),
-                    "slope (°)": t.slope_deg.label(),
-                    "aspect (°)": t.aspect_label(),
+                    "elevation (m)": t.elevation_m.label,
+                    "slope (°)": t.slope_deg.label,
+                    "aspect (°)": t.aspect_label,
                     "|velocity| (mm/a)": f"≥ {t.velocity_abs_min_mm_a:g}",
                     "candidates": r.n_candidates,
                     "accepted": r.counts.get("accepted", 0),
@@ -200,7 +200,8 @@ def _shared_cluster(stack: ExitStack, spec: ClusterSpec | None) -> ClusterSpec:
 
 
 def accepted_ftls(results: list[IterationResult], store: Store, run_id: str) -> gpd.GeoDataFrame:
-    """Accepted candidates of every iteration, with their attributes and iteration (Fig. 4)."""
+    """The new FTLs of every iteration (Fig. 4): accepted candidates that were not already known,
+    with their attributes and the iteration that found them."""
     from ftlcloud.io.geoparquet import read_geoparquet
     from ftlcloud.pipeline.run import RunPaths
 
@@ -213,11 +214,16 @@ def accepted_ftls(results: list[IterationResult], store: Store, run_id: str) -> 
         dec = read_geoparquet(store, key)
         acc = set(dec.loc[dec["decision"] == "accept", "candidate_id"].dropna())
         c = r.candidates
-        frames.append(c[c["candidate_id"].isin(acc)])
+        frames.append(c[c["candidate_id"].isin(acc) & ~c["overlaps_known"].astype(bool)])
     if not frames:
         return gpd.GeoDataFrame(geometry=[], crs=results[0].candidates.crs if results else None)
     out = pd.concat(frames, ignore_index=True)
     return gpd.GeoDataFrame(out, geometry="geometry", crs=frames[0].crs)
+
+
+def new_candidate_count(results: list[IterationResult]) -> int:
+    """Candidates a reviewer had to look at: those not overlapping an already known FTL."""
+    return int(sum((~r.candidates["overlaps_known"].astype(bool)).sum() for r in results))
 
 
 def all_candidates(results: list[IterationResult], accepted: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -91,9 +91,9 @@ def publish_report(
         IterationSummary(
             iteration=r.iteration,
             thresholds={
-                "elevation": r.thresholds.elevation_m.label(),
-                "slope": r.thresholds.slope_deg.label(),
-                "aspect": r.thresholds.aspect_label(),
+                "elevation": r.thresholds.elevation_m.label,
+                "slope": r.thresholds.slope_deg.label,
+                "aspect": r.thresholds.aspect_label,
                 "velocity": f"≥ {r.thresholds.velocity_abs_min_mm_a:g}",
             },
             n_candidates=r.n_candidates,
