@@ -214,6 +214,7 @@ def test_derive_too_few_samples_suggests_table2() -> None:
 
 def test_parse_rules_modes(tmp_path) -> None:
     assert parse_rules("table2").thresholds_for(3) == TABLE2[2]
+    assert parse_rules("table2")(4) == TABLE2[3]
     assert parse_rules("TABLE2").max_iteration == 5
     derived = parse_rules("derived", derive_options={"percentiles": (10.0, 90.0)})
     samples = {

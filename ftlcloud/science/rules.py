@@ -512,6 +512,8 @@ class Rules:
             )
         return derive_thresholds(samples, iteration, **dict(self.derive_options))
 
+    __call__ = thresholds_for
+
 
 def _schedule_from(data: Any, origin: str) -> Rules:
     if isinstance(data, Mapping) and "schedule" in data:
