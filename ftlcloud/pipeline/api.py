@@ -404,4 +404,3 @@ def publish_review(
     )
     catalog.add_item(it_item, ITERATIONS_COLLECTION)
     return next_ref, counts.as_dict()
-

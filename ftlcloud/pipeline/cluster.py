@@ -115,29 +115,45 @@ def _gateway_client(spec: ClusterSpec) -> Iterator[Client]:
 
     auth = get_auth(spec.gateway_auth) if spec.gateway_auth else None
     gateway = Gateway(spec.gateway, proxy_address=spec.gateway_proxy, auth=auth)
-    options = gateway_cluster_options(spec)
-    available = gateway.cluster_options()
-    missing = [k for k in options if k not in available]
-    if missing:
-        log.warning(
-            "the Dask-Gateway at %s does not offer cluster option(s) %s; they are not sent",
-            spec.gateway,
-            missing,
-        )
-        options = {k: v for k, v in options.items() if k in available}
-    log.info("asking the Dask-Gateway at %s for a cluster", spec.gateway)
     try:
-        cluster = gateway.new_cluster(**options)
-    except Exception as err:
-        raise RunError(f"the Dask-Gateway at {spec.gateway} refused a new cluster: {err}") from err
-    try:
-        cluster.scale(spec.n_workers or 2)
-        client = cluster.get_client()
+        options = gateway_cluster_options(spec)
         try:
-            client.wait_for_workers(1, timeout=300)
-            yield client
+            available = gateway.cluster_options()
+        except Exception as err:
+            raise RunError(
+                f"cannot reach the Dask-Gateway at {spec.gateway}: {err}; check the address and "
+                "the gateway.auth settings (--gateway-auth, DASK_GATEWAY__AUTH__*)"
+            ) from err
+        missing = [k for k in options if k not in available]
+        if missing:
+            log.warning(
+                "the Dask-Gateway at %s does not offer cluster option(s) %s; they are not sent",
+                spec.gateway,
+                missing,
+            )
+            options = {k: v for k, v in options.items() if k in available}
+        log.info("asking the Dask-Gateway at %s for a cluster", spec.gateway)
+        try:
+            cluster = gateway.new_cluster(**options)
+        except Exception as err:
+            raise RunError(
+                f"the Dask-Gateway at {spec.gateway} refused a new cluster: {err}"
+            ) from err
+        try:
+            cluster.scale(spec.n_workers or 2)
+            client = cluster.get_client()
+            try:
+                try:
+                    client.wait_for_workers(1, timeout=300)
+                except TimeoutError as err:
+                    raise RunError(
+                        f"the Dask-Gateway cluster at {spec.gateway} started no worker within 300 s; "
+                        "check the gateway's worker image and resource limits"
+                    ) from err
+                yield client
+            finally:
+                client.close()
         finally:
-            client.close()
+            cluster.shutdown()
     finally:
-        cluster.shutdown()
         gateway.close()

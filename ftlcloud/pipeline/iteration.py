@@ -75,7 +75,7 @@ def sample_factors(
                 if geom.geom_type in ("Point", "MultiPoint"):
                     inside = np.zeros(shape, dtype=bool)
                     for pt in getattr(geom, "geoms", [geom]):
-                        col, row = ~transform * (pt.x, pt.y)
+                        col, row = ~transform @ (pt.x, pt.y)
                         r, c = int(np.floor(row)), int(np.floor(col))
                         if 0 <= r < shape[0] and 0 <= c < shape[1]:
                             inside[r, c] = True
@@ -175,9 +175,3 @@ def mask_and_vectorise(
     )
     n_overlap = int(candidates["n_pixels"].sum()) if len(candidates) else 0
     return IterationOutputs(thresholds, candidates, mask, n_overlap)
-
-
-def thresholds_summary(t: Thresholds) -> Mapping[str, str]:
-    """Table 2 style labels."""
-    d = t.to_dict()
-    return {"iteration": str(d.get("iteration"))}
