@@ -3,6 +3,7 @@ validation and the report (real LocalCluster, local store, small synthetic scene
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_five_iterations_with_reference_reviewer(
         found = accepted_ftls(loop.iterations[:k], store, "loop")
         match, _ = validate_run(found, missing)
         recalls.append(match.recall)
-    assert all(b >= a for a, b in zip(recalls, recalls[1:], strict=False)), recalls
+    assert all(b >= a for a, b in itertools.pairwise(recalls)), recalls
     assert recalls[-1] > recalls[0]
     assert recalls[-1] >= 0.7, recalls
 

@@ -7,7 +7,7 @@ cheap. Outputs go under ``runs/<run>/iterations/<k>/``; the STAC item is publish
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import geopandas as gpd

@@ -189,4 +189,4 @@ def _first_valid(stack: da.Array) -> da.Array:
             out[fill] = layer[fill]
         return out
 
-    return stack.map_blocks(reduce, drop_axis=0, dtype=stack.dtype)
+    return da.map_blocks(reduce, stack, drop_axis=0, dtype=stack.dtype)

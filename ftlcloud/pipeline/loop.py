@@ -196,7 +196,7 @@ def _shared_cluster(stack: ExitStack, spec: ClusterSpec | None) -> ClusterSpec:
     from ftlcloud.pipeline.cluster import connect
 
     client = stack.enter_context(connect(spec))
-    return ClusterSpec(scheduler=client.scheduler.address)
+    return ClusterSpec(scheduler=str(client.scheduler_info()["address"]))
 
 
 def accepted_ftls(results: list[IterationResult], store: Store, run_id: str) -> gpd.GeoDataFrame:

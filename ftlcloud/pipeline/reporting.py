@@ -100,7 +100,6 @@ def publish_report(
             n_accepted=r.counts.get("accepted", 0),
             n_rejected=r.counts.get("rejected", 0),
             n_new_ftls=r.counts.get("new_ftls", 0),
-            recall=r.counts.get("recall_pct", None) and r.counts["recall_pct"] / 100.0,  # type: ignore[arg-type]
         )
         for r in loop.iterations
     ]

@@ -111,7 +111,7 @@ class RunManifest:
             run_id=d["run_id"],
             settings=FactorSettings(**s),
             grid=GridSpec.from_dict(d["grid"]),
-            inputs=[tuple(r) for r in d["inputs"]],  # type: ignore[misc]
+            inputs=[tuple(r) for r in d["inputs"]],
         )
 
 

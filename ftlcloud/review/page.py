@@ -175,7 +175,7 @@ def _card(
       <a class="map" href="{osm}" target="_blank" rel="noopener noreferrer" title="open in OpenStreetMap (o)">{lat:.5f}°, {lon:.5f}° ↗</a>
     </div>
   </div>
-</section>"""  # noqa: E501
+</section>"""
 
 
 def _figure(name: str, png: bytes, limits: tuple[float, float] | None) -> str:
@@ -186,7 +186,7 @@ def _figure(name: str, png: bytes, limits: tuple[float, float] | None) -> str:
         rng = f"±{hi:.3g}" if style.symmetric else f"{lo:.3g} – {hi:.3g}"
         caption += f"<br>{html.escape(rng)}"
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    return f'<figure><img src="{uri}" alt="{html.escape(name)}"><figcaption>{caption}</figcaption></figure>'  # noqa: E501
+    return f'<figure><img src="{uri}" alt="{html.escape(name)}"><figcaption>{caption}</figcaption></figure>'
 
 
 def _is_number(value: Any) -> bool:
