@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these benchmarks (repeatable)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("benchmarks").setLevel(logging.INFO)
     size = SIZES[args.size]
     only = set(args.only or ["fit", "terrain", "e2e"])
 
