@@ -124,8 +124,10 @@ def run_cmd(
     """Run one iteration: thresholds → masks → candidates, published as a STAC item."""
     from ftlcloud.io.catalog import Catalog
     from ftlcloud.pipeline.api import initial_inventory_ref, inventory_for_iteration, run_iteration
+    from ftlcloud.pipeline.run import check_run_id
     from ftlcloud.science.rules import parse_rules
 
+    check_run_id(run_id)
     s = _store(store)
     initial = initial_inventory_ref(Catalog(s), inventory_name)
     res = run_iteration(
