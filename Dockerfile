@@ -21,6 +21,8 @@ RUN deploy/image/install.sh deps /opt/venv requirements/lock.txt
 
 COPY pyproject.toml README.md ./
 COPY ftlcloud ftlcloud
+# The STAC collection templates ship inside the package as ftlcloud.catalogs (see pyproject).
+COPY catalogs catalogs
 RUN deploy/image/install.sh package /opt/venv /src
 
 

@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from distributed import LocalCluster
 
+from ftlcloud.demo.scene import Scene, SceneSpec, generate_scene, write_scene
+from ftlcloud.io import ingest
 from ftlcloud.io.s3server import LocalS3Server
 from ftlcloud.io.store import Store
+from ftlcloud.pipeline.cluster import ClusterSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -161,3 +165,34 @@ def input_files(tmp_path: Path) -> dict[str, Any]:
         "inventory_path": tmp_path / "inventory.gpkg",
         "inventory": inv,
     }
+
+
+# --- the pipeline-level tests: a real LocalCluster and a small synthetic scene ingested into a
+# --- local store (module-scoped: each test module gets its own)
+
+
+def ingest_scene(store: Store, scene: Scene, tmp: Path) -> None:
+    """Write the scene as a user's files and ingest them, as `ftlcloud ingest` does."""
+    paths = write_scene(scene, tmp, dem_tiles=True)
+    ingest.ingest_mintpy_h5(store, paths.timeseries_h5)
+    ingest.ingest_dem(store, list(paths.dem))
+    ingest.ingest_ndvi(store, dict(paths.ndvi))
+    ingest.ingest_inventory(store, paths.inventory, name="initial")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterSpec]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as c:
+        yield ClusterSpec(scheduler=c.scheduler_address)
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return generate_scene(SceneSpec.preset("small"))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, scene: Scene) -> Store:
+    s = Store(str(tmp_path_factory.mktemp("store")))
+    ingest_scene(s, scene, tmp_path_factory.mktemp("scene"))
+    return s

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import shapely
 from affine import Affine
-from ftlcloud.science.terrain import FLAT_ASPECT
 from pyproj import Geod
 from scipy import ndimage
 from shapely.geometry import Point, box
@@ -25,6 +24,7 @@ from ftlcloud.science.candidates import (
     vectorise_candidates,
     vectorise_tile,
 )
+from ftlcloud.science.terrain import FLAT_ASPECT
 
 UTM = "EPSG:32647"
 T_UTM = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4200000.0)

@@ -4,18 +4,15 @@ validation and the report (real LocalCluster, local store, small synthetic scene
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import LocalCluster
 from PIL import Image
 from rio_cogeo.cogeo import cog_validate
 
-from ftlcloud.demo.scene import Scene, SceneSpec, generate_scene, write_scene
-from ftlcloud.io import ingest
+from ftlcloud.demo.scene import Scene
 from ftlcloud.io.catalog import Catalog
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.api import ITERATIONS_COLLECTION, initial_inventory_ref, publish_review
@@ -27,28 +24,6 @@ from ftlcloud.review.decisions import read_decisions, reference_decisions
 from ftlcloud.science.rules import parse_rules
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterSpec]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as c:
-        yield ClusterSpec(scheduler=c.scheduler_address)
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return generate_scene(SceneSpec.preset("small"))
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, scene: Scene) -> Store:
-    s = Store(str(tmp_path_factory.mktemp("store")))
-    paths = write_scene(scene, tmp_path_factory.mktemp("scene"))
-    ingest.ingest_mintpy_h5(s, paths.timeseries_h5)
-    ingest.ingest_dem(s, list(paths.dem))
-    ingest.ingest_ndvi(s, dict(paths.ndvi))
-    ingest.ingest_inventory(s, paths.inventory, name="initial")
-    return s
 
 
 class _Links(HTMLParser):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ftlcloud.science.terrain import FLAT_ASPECT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -18,6 +17,7 @@ from ftlcloud.science.masks import (
     overlap,
 )
 from ftlcloud.science.rules import TABLE2, Range, Thresholds
+from ftlcloud.science.terrain import FLAT_ASPECT
 
 
 def _factors(**overrides: list[float]) -> dict[str, np.ndarray]:

@@ -7,20 +7,15 @@ every output validates, reruns write nothing, interrupted runs resume without re
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from distributed import LocalCluster
-from ftlcloud.science.ndvi import delta_ndvi
-from ftlcloud.science.terrain import slope_aspect
 from rasterio.warp import Resampling, reproject
 from rio_cogeo.cogeo import cog_validate
 
-from ftlcloud.demo.scene import Scene, SceneSpec, generate_scene, write_scene
-from ftlcloud.io import ingest
+from ftlcloud.demo.scene import Scene
 from ftlcloud.io.catalog import Catalog
 from ftlcloud.io.geoparquet import read_geoparquet
 from ftlcloud.io.store import Store
@@ -35,36 +30,11 @@ from ftlcloud.pipeline.cluster import ClusterSpec
 from ftlcloud.pipeline.factors import FACTOR_NAMES
 from ftlcloud.pipeline.run import FactorSettings, RunPaths
 from ftlcloud.science.fit import fit_seasonal
+from ftlcloud.science.ndvi import delta_ndvi
 from ftlcloud.science.rules import parse_rules
+from ftlcloud.science.terrain import slope_aspect
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterSpec]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as c:
-        yield ClusterSpec(scheduler=c.scheduler_address)
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return generate_scene(SceneSpec.preset("small"))
-
-
-def ingest_scene(store: Store, scene: Scene, tmp: Path) -> None:
-    paths = write_scene(scene, tmp, dem_tiles=True)
-    ingest.ingest_mintpy_h5(store, paths.timeseries_h5)
-    ingest.ingest_dem(store, list(paths.dem))
-    ingest.ingest_ndvi(store, dict(paths.ndvi))
-    ingest.ingest_inventory(store, paths.inventory, name="initial")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, scene: Scene) -> Store:
-    root = tmp_path_factory.mktemp("store")
-    s = Store(str(root))
-    ingest_scene(s, scene, tmp_path_factory.mktemp("scene"))
-    return s
 
 
 def read_band(path: str) -> np.ndarray:
@@ -77,7 +47,7 @@ def whole_raster_factors(scene: Scene) -> dict[str, np.ndarray]:
     cube_mm = scene.displacement_m * 1000.0
     fit = fit_seasonal(cube_mm, list(scene.dates), unit="mm", min_valid=10).as_dict()
     padded = np.pad(scene.dem_m, 1, constant_values=np.nan)
-    slope, aspect = slope_aspect(padded, scene.transform * scene.transform.translation(-1, -1))
+    slope, aspect = slope_aspect(padded, scene.transform @ scene.transform.translation(-1, -1))
     ndvi = {}
     for year, arr in scene.ndvi.items():
         dst = np.full(scene.dem_m.shape, np.nan, dtype="float32")

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from ftlcloud.science.terrain import FLAT_ASPECT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from ftlcloud.science.rules import (
     parse_rules,
     table2_thresholds,
 )
+from ftlcloud.science.terrain import FLAT_ASPECT
 
 
 def test_table2_matches_the_paper() -> None:

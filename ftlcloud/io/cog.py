@@ -179,17 +179,7 @@ def write_cog(
     if band_names is not None and len(band_names) != n_bands:
         raise InputError(f"write_cog {key!r}: {len(band_names)} band names for {n_bands} bands")
 
-    options = {
-        "BLOCKSIZE": BLOCK_SIZE,
-        "COMPRESS": compress,
-        # Floating-point predictor (3) for floats, horizontal differencing (2) for integers.
-        "PREDICTOR": "FLOATING_POINT" if is_float else "YES",
-        "OVERVIEW_RESAMPLING": "AVERAGE" if kind == "continuous" else "NEAREST",
-        "RESAMPLING": "AVERAGE" if kind == "continuous" else "NEAREST",
-        "BIGTIFF": "IF_SAFER",
-    }
-    if compress == "DEFLATE":
-        options["LEVEL"] = 6
+    options = cog_creation_options(kind, arr.dtype, compress)
     profile = {
         "driver": "COG",
         "width": cols,

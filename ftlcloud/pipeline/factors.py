@@ -97,7 +97,7 @@ def _process_tile(
 ) -> dict[str, object]:
     start = time.perf_counter()
     w = tile.window
-    halo_transform = grid.transform * Affine.translation(w.col_off - 1, w.row_off - 1)
+    halo_transform = grid.transform @ Affine.translation(w.col_off - 1, w.row_off - 1)
     factors = tile_factors(
         displacement_mm,
         dates,

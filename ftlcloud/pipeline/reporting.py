@@ -49,7 +49,7 @@ def _read_decimated(store: Store, key: str, edge: int) -> tuple[np.ndarray, Any]
         scale = max(1.0, max(src.shape) / edge)
         shape = (max(1, int(src.height / scale)), max(1, int(src.width / scale)))
         arr = src.read(1, out_shape=shape, resampling=Resampling.average).astype("float32")
-        transform = src.transform * src.transform.scale(src.width / shape[1], src.height / shape[0])
+        transform = src.transform @ src.transform.scale(src.width / shape[1], src.height / shape[0])
         return arr, transform
 
 
