@@ -27,6 +27,7 @@ from ftlcloud.pipeline.api import (
     run_iteration,
 )
 from ftlcloud.pipeline.cluster import ClusterSpec
+from ftlcloud.pipeline.loop import iterate
 from ftlcloud.pipeline.run import FactorSettings, RunPaths
 from ftlcloud.science.rules import parse_rules
 
@@ -108,17 +109,16 @@ def test_iteration_on_s3_through_dask_gateway(
     # The store (URL and non-secret settings) travels pickled with every task; the credentials
     # reach the gateway's workers from the server's environment, as from a Secret in Kubernetes.
     spec = ClusterSpec(gateway=gateway.address, gateway_auth="basic", n_workers=2)
-    compute_factors(
-        store, "s3gw", settings=FactorSettings(tile_size=64), cluster=spec, progress=False
-    )
-    initial = initial_inventory_ref(Catalog(store), None)
-    run_iteration(
+    # The loop as `ftlcloud iterate --gateway` runs it: one gateway cluster for every stage; with no
+    # reviewer it stops after iteration 1, waiting for decisions.
+    loop = iterate(
         store,
         "s3gw",
-        1,
         rules=parse_rules("derived"),
-        inventory=initial,
+        reviewer=None,
+        settings=FactorSettings(tile_size=64),
         cluster=spec,
         progress=False,
     )
+    assert loop.waiting_for_review == 1
     _check_outputs(store, "s3gw", 1, tmp_path, stac_validate)

@@ -49,6 +49,8 @@ class ClusterSpec:
     """Memory limit per LocalCluster worker (default: the machine split evenly)."""
     gateway_options: Mapping[str, Any] = field(default_factory=dict)
     """Extra cluster options for the Gateway (names in :data:`GATEWAY_OPTION_NAMES`)."""
+    client: Client | None = field(default=None, compare=False, repr=False)
+    """An already connected client to reuse (its cluster is not closed here)."""
 
     def __post_init__(self) -> None:
         if self.scheduler and self.gateway:
@@ -75,6 +77,9 @@ def gateway_cluster_options(spec: ClusterSpec) -> dict[str, Any]:
 def connect(spec: ClusterSpec | None = None) -> Iterator[Client]:
     """Yield a connected :class:`distributed.Client` for ``spec``, closing what it started."""
     spec = spec or ClusterSpec()
+    if spec.client is not None:
+        yield spec.client
+        return
     if spec.scheduler:
         log.info("joining the Dask scheduler at %s", spec.scheduler)
         try:

@@ -189,14 +189,18 @@ def iterate(
 
 
 def _shared_cluster(stack: ExitStack, spec: ClusterSpec | None) -> ClusterSpec:
-    """Start one cluster for the whole loop (not one per stage) and hand out its address."""
+    """Start one cluster for the whole loop (not one per stage) and hand out its client.
+
+    A Gateway cluster's scheduler speaks TLS with the gateway's credentials, so stages reuse the
+    connected client rather than reconnecting by address.
+    """
     spec = spec or ClusterSpec()
-    if spec.scheduler:
+    if spec.client is not None:
         return spec
     from ftlcloud.pipeline.cluster import connect
 
     client = stack.enter_context(connect(spec))
-    return ClusterSpec(scheduler=str(client.scheduler_info()["address"]))
+    return ClusterSpec(client=client)
 
 
 def accepted_ftls(results: list[IterationResult], store: Store, run_id: str) -> gpd.GeoDataFrame:
