@@ -35,6 +35,14 @@ def _settings(tile_size: int, min_valid_dates: int, ndvi_years: str | None) -> A
     return FactorSettings(tile_size=tile_size, min_valid_dates=min_valid_dates, ndvi_years=years)
 
 
+rules_option = click.option(
+    "--rules",
+    default="derived",
+    show_default=True,
+    help="derived, table2, or a JSON schedule file.",
+)
+
+
 def factor_options(f: Any) -> Any:
     f = click.option(
         "--ndvi-years", help="Earlier,later NDVI years for ΔNDVI (default: first,last)."
@@ -97,12 +105,7 @@ def factors(
 @store_option()
 @click.option("--run-id", required=True, help="Run identifier.")
 @click.option("--iteration", "k", type=int, required=True, help="Iteration number (1-based).")
-@click.option(
-    "--rules",
-    default="derived",
-    show_default=True,
-    help="derived, table2, or a JSON schedule file.",
-)
+@rules_option
 @click.option(
     "--inventory",
     "inventory_name",
@@ -146,12 +149,7 @@ def run_cmd(
 @click.command()
 @store_option()
 @click.option("--run-id", required=True, help="Run identifier.")
-@click.option(
-    "--rules",
-    default="derived",
-    show_default=True,
-    help="derived, table2, or a JSON schedule file.",
-)
+@rules_option
 @click.option(
     "--reviewer",
     help="reference:PATH to decide by overlap with a reference inventory; omit to stop after each "

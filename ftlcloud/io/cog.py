@@ -117,7 +117,8 @@ def _json_number(value: float) -> float | str:
     return value
 
 
-def _band_stats(band: np.ndarray, nodata: float | int | None) -> dict[str, float]:
+def band_stats(band: np.ndarray, nodata: float | int | None) -> dict[str, float]:
+    """raster:bands ``statistics`` of the valid values of one band (NaN and nodata left out)."""
     valid = np.isfinite(band) if band.dtype.kind == "f" else np.ones(band.shape, bool)
     if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
         valid &= band != nodata
@@ -210,7 +211,7 @@ def write_cog(
         band: dict[str, Any] = {
             "data_type": arr.dtype.name,
             "nodata": _json_number(float(nodata) if is_float else int(nodata)),
-            "statistics": _band_stats(arr[i], nodata),
+            "statistics": band_stats(arr[i], nodata),
             "spatial_resolution": float(abs(transform.a)),
         }
         if unit:
@@ -218,19 +219,32 @@ def write_cog(
         if band_names is not None:
             band["name"] = band_names[i]
         bands.append(band)
-    info = AssetInfo(
+    info = cog_asset_info(store, key, data, crs_obj, proj, bands, description)
+    log.info("wrote COG %s (%d×%d×%d, %d bytes)", info.href, n_bands, rows, cols, info.size)
+    return info
+
+
+def cog_asset_info(
+    store: Store,
+    key: str,
+    data: bytes,
+    crs: CRS,
+    proj: dict[str, Any],
+    bands: list[dict[str, Any]],
+    title: str | None,
+) -> AssetInfo:
+    """Describe COG bytes written at ``key``: checksum, size, projection, footprint, bands."""
+    return AssetInfo(
         href=store.href(key),
         key=key,
         media_type=COG_MEDIA_TYPE,
         checksum=multihash_sha256(data),
         size=len(data),
         proj=proj,
-        bbox_wgs84=bbox_to_wgs84(crs_obj, proj["proj:bbox"]),
+        bbox_wgs84=bbox_to_wgs84(crs, proj["proj:bbox"]),
         bands=bands,
-        title=description,
+        title=title,
     )
-    log.info("wrote COG %s (%d×%d×%d, %d bytes)", info.href, n_bands, rows, cols, info.size)
-    return info
 
 
 def validate_cog(store: Store, key: str) -> tuple[bool, list[str], list[str]]:

@@ -23,11 +23,10 @@ from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
 from ftlcloud.io.cog import (
-    COG_MEDIA_TYPE,
     AssetInfo,
-    bbox_to_wgs84,
+    band_stats,
+    cog_asset_info,
     cog_creation_options,
-    multihash_sha256,
     proj_fields,
 )
 from ftlcloud.io.store import Store
@@ -168,37 +167,14 @@ def assemble_cog(
         band_meta["unit"] = unit
     if description:
         band_meta["name"] = description
-    return AssetInfo(
-        href=store.href(out_key),
-        key=out_key,
-        media_type=COG_MEDIA_TYPE,
-        checksum=multihash_sha256(data),
-        size=len(data),
-        proj=proj,
-        bbox_wgs84=bbox_to_wgs84(crs, proj["proj:bbox"]),
-        bands=[band_meta],
-        title=description,
-    )
+    return cog_asset_info(store, out_key, data, crs, proj, [band_meta], description)
 
 
 def _overview_stats(src: rasterio.DatasetReader) -> dict[str, float]:
     # Statistics from the smallest overview: cheap at any area size, approximate by design.
     factors = src.overviews(1)
     out_shape = (1, *(max(1, s // (factors[-1] if factors else 1)) for s in src.shape))
-    arr = src.read(1, out_shape=out_shape[1:], masked=False).astype("float64")
-    valid = np.isfinite(arr)
-    if src.nodata is not None and np.isfinite(src.nodata):
-        valid &= arr != src.nodata
-    if not valid.any():
-        return {"valid_percent": 0.0}
-    v = arr[valid]
-    return {
-        "minimum": float(v.min()),
-        "maximum": float(v.max()),
-        "mean": float(v.mean()),
-        "stddev": float(v.std()),
-        "valid_percent": round(100.0 * valid.mean(), 4),
-    }
+    return band_stats(src.read(1, out_shape=out_shape[1:], masked=False), src.nodata)
 
 
 def read_full_band(store: Store, key: str) -> np.ndarray:
