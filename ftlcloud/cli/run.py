@@ -35,6 +35,24 @@ def _settings(tile_size: int, min_valid_dates: int, ndvi_years: str | None) -> A
     return FactorSettings(tile_size=tile_size, min_valid_dates=min_valid_dates, ndvi_years=years)
 
 
+force_unlock_option = click.option(
+    "--force-unlock",
+    is_flag=True,
+    help="Remove the run's lock first (only when the run that holds it is dead).",
+)
+
+
+def _unlock(store: Any, run_id: str, force: bool) -> None:
+    """Clear a lock left by a dead run, as the user asked with --force-unlock."""
+    if not force:
+        return
+    from ftlcloud.pipeline.run import check_run_id, force_unlock
+
+    owner = force_unlock(store, check_run_id(run_id))
+    if owner is not None:
+        click.echo(f"removed the lock of run {run_id} held by {owner.describe()}", err=True)
+
+
 rules_option = click.option(
     "--rules",
     default="derived",
@@ -79,15 +97,24 @@ def _reviewer(spec: str | None, store: Any) -> Any:
 @store_option()
 @click.option("--run-id", required=True, help="Run identifier (letters, digits, . _ -).")
 @factor_options
+@force_unlock_option
 @cluster_options
 def factors(
-    store: str, run_id: str, tile_size: int, min_valid_dates: int, ndvi_years: str | None, **kw: Any
+    store: str,
+    run_id: str,
+    tile_size: int,
+    min_valid_dates: int,
+    ndvi_years: str | None,
+    force_unlock: bool,
+    **kw: Any,
 ) -> None:
     """Compute the factors of a run once (seasonal fit, terrain, ΔNDVI) as COGs."""
     from ftlcloud.pipeline.api import compute_factors
 
+    s = _store(store)
+    _unlock(s, run_id, force_unlock)
     res = compute_factors(
-        _store(store),
+        s,
         run_id,
         settings=_settings(tile_size, min_valid_dates, ndvi_years),
         cluster=cluster_spec(kw),
@@ -114,6 +141,7 @@ def factors(
 @click.option(
     "--min-area-ha", default=0.0, show_default=True, help="Drop candidates smaller than this."
 )
+@force_unlock_option
 @cluster_options
 def run_cmd(
     store: str,
@@ -122,6 +150,7 @@ def run_cmd(
     rules: str,
     inventory_name: str | None,
     min_area_ha: float,
+    force_unlock: bool,
     **kw: Any,
 ) -> None:
     """Run one iteration: thresholds → masks → candidates, published as a STAC item."""
@@ -132,6 +161,7 @@ def run_cmd(
 
     check_run_id(run_id)
     s = _store(store)
+    _unlock(s, run_id, force_unlock)
     initial = initial_inventory_ref(Catalog(s), inventory_name)
     res = run_iteration(
         s,
@@ -173,6 +203,7 @@ def run_cmd(
     help="Publish the run report at the end.",
 )
 @factor_options
+@force_unlock_option
 @cluster_options
 def iterate(
     store: str,
@@ -187,27 +218,33 @@ def iterate(
     tile_size: int,
     min_valid_dates: int,
     ndvi_years: str | None,
+    force_unlock: bool,
     **kw: Any,
 ) -> None:
     """Run (or resume) the iterative loop until the stop rule holds."""
     from ftlcloud.pipeline.loop import iterate as run_loop
     from ftlcloud.pipeline.reporting import publish_report
+    from ftlcloud.pipeline.run import check_run_id, run_lock
     from ftlcloud.science.rules import parse_rules
 
     s = _store(store)
-    result = run_loop(
-        s,
-        run_id,
-        rules=parse_rules(rules),
-        reviewer=_reviewer(reviewer, s),
-        initial_inventory=inventory_name,
-        settings=_settings(tile_size, min_valid_dates, ndvi_years),
-        cluster=cluster_spec(kw),
-        max_iterations=max_iterations,
-        stable_band_mm_a=stable_band,
-        min_area_ha=min_area_ha,
-    )
-    click.echo(result.table().to_string(index=False))
-    click.echo(f"stop: {result.stop_reason}")
-    if report and result.waiting_for_review is None and result.iterations:
-        click.echo(f"report: {publish_report(s, result, title=f'ftlcloud run {run_id}')}")
+    _unlock(s, run_id, force_unlock)
+    check_run_id(run_id)
+    # The report is written under the run's keys too: hold the lock until it is published.
+    with run_lock(s, run_id):
+        result = run_loop(
+            s,
+            run_id,
+            rules=parse_rules(rules),
+            reviewer=_reviewer(reviewer, s),
+            initial_inventory=inventory_name,
+            settings=_settings(tile_size, min_valid_dates, ndvi_years),
+            cluster=cluster_spec(kw),
+            max_iterations=max_iterations,
+            stable_band_mm_a=stable_band,
+            min_area_ha=min_area_ha,
+        )
+        click.echo(result.table().to_string(index=False))
+        click.echo(f"stop: {result.stop_reason}")
+        if report and result.waiting_for_review is None and result.iterations:
+            click.echo(f"report: {publish_report(s, result, title=f'ftlcloud run {run_id}')}")

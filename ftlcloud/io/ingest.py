@@ -8,10 +8,11 @@ missing data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 
-from ftlcloud.errors import InputError
+from ftlcloud.errors import FtlError, InputError
 from ftlcloud.io.catalog import Catalog, build_item
 from ftlcloud.io.cog import AssetInfo, write_cog
 from ftlcloud.io.geoparquet import write_geoparquet
@@ -128,8 +129,15 @@ def _check_against_collection(
 
 
 def _read_band_float(meta: RasterMeta) -> np.ndarray:
-    with rasterio.open(meta.path) as src:
-        arr = src.read(1, masked=True)
+    try:
+        with rasterio.open(meta.path) as src:
+            arr = src.read(1, masked=True)
+    except RasterioIOError as err:
+        # A truncated file often opens (its header is intact) and fails only on its pixels.
+        raise InputError(
+            f"{meta.path}: cannot read its pixels ({err}); the file is truncated or corrupt: "
+            "export or download it again"
+        ) from err
     out = np.ma.filled(arr.astype("float32"), np.nan)
     return np.asarray(out, dtype="float32")
 
@@ -197,6 +205,27 @@ def _check_unique_dates(dated: Sequence[tuple[dt.date, str]]) -> None:
         seen[day] = source
 
 
+@contextlib.contextmanager
+def _all_or_nothing(store: Store) -> Iterator[list[str]]:
+    """Collects keys a block creates; if the block fails they are deleted again, so a refused
+    input (e.g. a file truncated half-way through a stack) leaves no orphan object behind."""
+    created: list[str] = []
+    try:
+        yield created
+    except BaseException:
+        for key in created:
+            with contextlib.suppress(FtlError):
+                store.delete(key)
+        raise
+
+
+def _write_new(store: Store, created: list[str], key: str, write: Any) -> AssetInfo:
+    if not store.exists(key):
+        created.append(key)
+    info: AssetInfo = write(key)
+    return info
+
+
 def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -220,18 +249,24 @@ def _deformation_items(
     catalog = Catalog(store)
     factor = _UNIT_TO_MM[unit]
     written: list[tuple[dt.date, str, AssetInfo]] = []
-    for day, source, handle in dated:
-        mm = (read(handle) * factor).astype("float32")
-        info = write_cog(
-            store,
-            f"inputs/deformation/{day:%Y%m%d}.tif",
-            mm,
-            transform=transform,
-            crs=crs,
-            unit="mm",
-            description=f"LOS displacement {day:%Y-%m-%d} (mm)",
-        )
-        written.append((day, source, info))
+    with _all_or_nothing(store) as created:
+        for day, source, handle in dated:
+            mm = (read(handle) * factor).astype("float32")
+            info = _write_new(
+                store,
+                created,
+                f"inputs/deformation/{day:%Y%m%d}.tif",
+                lambda key, mm=mm, day=day: write_cog(
+                    store,
+                    key,
+                    mm,
+                    transform=transform,
+                    crs=crs,
+                    unit="mm",
+                    description=f"LOS displacement {day:%Y-%m-%d} (mm)",
+                ),
+            )
+            written.append((day, source, info))
     items = [
         build_item(
             f"deformation-{day:%Y%m%d}",
@@ -389,17 +424,23 @@ def ingest_dem(store: Store, paths: str | Path | Iterable[str | Path]) -> list[p
                 f"(offset {off_x:.3f}, {off_y:.3f} px); resample with gdalwarp -tap"
             )
     written = []
-    for name, meta in zip(names, metas, strict=True):
-        info = write_cog(
-            store,
-            f"inputs/dem/{name}.tif",
-            _read_band_float(meta),
-            transform=meta.transform,
-            crs=meta.crs,
-            unit="m",
-            description=f"elevation {name} (m)",
-        )
-        written.append((name, meta, info))
+    with _all_or_nothing(store) as created:
+        for name, meta in zip(names, metas, strict=True):
+            info = _write_new(
+                store,
+                created,
+                f"inputs/dem/{name}.tif",
+                lambda key, meta=meta, name=name: write_cog(
+                    store,
+                    key,
+                    _read_band_float(meta),
+                    transform=meta.transform,
+                    crs=meta.crs,
+                    unit="m",
+                    description=f"elevation {name} (m)",
+                ),
+            )
+            written.append((name, meta, info))
     now = dt.datetime.now(UTC).replace(microsecond=0)
     items = [
         build_item(
@@ -504,6 +545,15 @@ def ingest_inventory(store: Store, path: str | Path, *, name: str = "initial") -
         raise InputError(
             f"{path}: {int(missing.sum())} feature(s) have no geometry (rows "
             f"{list(np.flatnonzero(missing.to_numpy())[:5])}); remove or fix them"
+        )
+    invalid = ~gdf.geometry.is_valid
+    if invalid.any():
+        rows = list(np.flatnonzero(invalid.to_numpy())[:5])
+        reason = shapely.is_valid_reason(gdf.geometry.iloc[rows[0]])
+        raise InputError(
+            f"{path}: {int(invalid.sum())} feature(s) have invalid geometries (rows {rows}; first: "
+            f"{reason}); repair them, e.g. `ogr2ogr -makevalid fixed.gpkg {path.name}` or "
+            "shapely.make_valid"
         )
     types = gdf.geom_type
     kind = types.map(

@@ -219,6 +219,76 @@ class Store:
             raise self._fail("write", key, err) from err
         log.debug("wrote %s (%d bytes)", self.href(key), len(data))
 
+    def create_exclusive(self, key: str, data: bytes) -> str | None:
+        """Write ``key`` only if no object holds it; its version tag, or None if it exists.
+
+        Locally an ``O_EXCL`` create (the data is written into the new file: a reader may see it
+        partly written, so use it for small control objects only). On S3 a PUT with
+        ``If-None-Match: *``, honoured by AWS S3 (since 2024), MinIO and SeaweedFS; the returned
+        tag is the object's ETag, for :meth:`replace_if_match`.
+        """
+        path = self._path(key)
+        try:
+            if self._root is not None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return None
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                return self.etag(key)
+            try:
+                out = self.fs.pipe_file(path, bytes(data), mode="create")
+            except FileExistsError:
+                return None
+            except OSError as err:
+                if _precondition_failed(err):
+                    return None
+                raise
+            return _etag_of(out) or self.etag(key)
+        except StoreError:
+            raise
+        except Exception as err:
+            raise self._fail("create", key, err) from err
+
+    def replace_if_match(self, key: str, data: bytes, tag: str) -> str | None:
+        """Overwrite ``key`` only if its version tag is still ``tag``; the new tag, or None.
+
+        S3 only (``If-Match`` on PUT, as AWS S3, MinIO and SeaweedFS honour it).
+        """
+        if self._root is not None:
+            raise StoreError(
+                f"conditional replace is an S3 operation; {self._url} is a local directory"
+            )
+        path = self._path(key)
+        try:
+            out = self.fs.pipe_file(path, bytes(data), IfMatch=tag)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if _precondition_failed(err):
+                return None
+            raise self._fail("replace", key, err) from err
+        except Exception as err:
+            raise self._fail("replace", key, err) from err
+        return _etag_of(out) or self.etag(key)
+
+    def etag(self, key: str) -> str | None:
+        """A version tag of the object (S3 ETag; local size and mtime), or None if it is absent."""
+        path = self._path(key)
+        try:
+            if self._root is not None:
+                st = os.stat(path)
+                return f"{st.st_size}-{st.st_mtime_ns}"
+            info = self.fs.info(path, refresh=True)
+        except FileNotFoundError:
+            return None
+        except Exception as err:
+            raise self._fail("stat", key, err) from err
+        tag = info.get("ETag") or info.get("etag")
+        return str(tag) if tag else None
+
     def read_text(self, key: str) -> str:
         """The object decoded as UTF-8."""
         return self.read_bytes(key).decode("utf-8")
@@ -316,3 +386,27 @@ def opened(store: Store, key: str) -> Iterator[Any]:
     """Open a raster key of the store with rasterio inside the store's GDAL environment."""
     with store.rasterio_env(), rasterio.open(store.gdal_path(key)) as src:
         yield src
+
+
+def _etag_of(response: Any) -> str | None:
+    """The ETag of an s3fs/botocore PUT response, if it carries one."""
+    if isinstance(response, dict):
+        tag = response.get("ETag")
+        return str(tag) if tag else None
+    return None
+
+
+def _precondition_failed(err: BaseException) -> bool:
+    """True if an S3 error is HTTP 412 (a conditional request lost), whatever s3fs mapped it to."""
+    seen: BaseException | None = err
+    for _ in range(5):
+        if seen is None:
+            break
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return "pre-condition" in str(err).lower() or "precondition" in str(err).lower()

@@ -6,20 +6,22 @@ the STAC item last; a rerun skips an item that is complete (every asset present 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import geopandas as gpd
 
-from ftlcloud.errors import CatalogError, InputError, RunError
+from ftlcloud.errors import CatalogError, FtlError, InputError, RunError, StoreError
 from ftlcloud.io.catalog import Catalog, build_item
 from ftlcloud.io.cog import AssetInfo, multihash_sha256, validate_cog
 from ftlcloud.io.geoparquet import read_geoparquet, write_geoparquet
+from ftlcloud.io.settings import redact
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.cluster import ClusterSpec, connect
 from ftlcloud.pipeline.factors import (
@@ -36,6 +38,7 @@ from ftlcloud.pipeline.run import (
     RunPaths,
     check_run_id,
     ensure_manifest,
+    run_lock,
 )
 from ftlcloud.science.rules import Rules, Thresholds
 
@@ -121,6 +124,28 @@ def _check_cogs(store: Store, assets: Mapping[str, AssetInfo]) -> None:
                 )
 
 
+@contextlib.contextmanager
+def _stage(run_id: str, what: str) -> Iterator[None]:
+    """Turn any failure of a stage into an ftlcloud error that says nothing was published.
+
+    Data objects already written (finished tiles) stay: they are complete, since every store
+    write is atomic, and a rerun skips them.
+    """
+    after = (
+        f"{what} of run {run_id!r} stopped and published nothing; finished tiles are kept, so "
+        "rerunning the same command resumes"
+    )
+    try:
+        yield
+    except StoreError as err:
+        raise StoreError(f"{err} — {after} once the store is reachable again") from err
+    except FtlError:
+        raise
+    except Exception as err:
+        detail = redact(f"{type(err).__name__}: {err}")
+        raise RunError(f"{after} after fixing the cause ({detail})") from err
+
+
 def _manifest(store: Store, run_id: str) -> RunManifest:
     paths = RunPaths(run_id)
     if not store.exists(paths.manifest):
@@ -143,9 +168,24 @@ def compute_factors(
     """Compute every factor once for a run, write the factor COGs, publish the factors item."""
     check_run_id(run_id)
     settings = settings or FactorSettings()
+    with run_lock(store, run_id) as lock, _stage(run_id, "the factor stage"):
+        return _compute_factors(store, run_id, settings, cluster, grid, progress, lock.verify)
+
+
+def _compute_factors(
+    store: Store,
+    run_id: str,
+    settings: FactorSettings,
+    cluster: ClusterSpec | None,
+    grid: GridSpec | None,
+    progress: bool,
+    verify_lock: Callable[[], None],
+) -> FactorsResult:
     start = time.perf_counter()
     catalog = Catalog(store)
-    inputs = discover_inputs(catalog, ndvi_years=settings.ndvi_years, grid=grid)
+    inputs = discover_inputs(
+        catalog, ndvi_years=settings.ndvi_years, grid=grid, min_dates=settings.min_valid_dates
+    )
     manifest = ensure_manifest(store, RunManifest(run_id, settings, inputs.grid, inputs.item_refs))
     item_id = factors_item_id(run_id)
     if catalog.is_complete(FACTORS_COLLECTION, item_id):
@@ -179,6 +219,7 @@ def compute_factors(
         },
         derived_from=[catalog.item_href(c, i) for c, i in inputs.item_refs],
     )
+    verify_lock()
     href = catalog.add_item(item, FACTORS_COLLECTION)
     tiles = grid.tiles(settings.tile_size)
     return FactorsResult(
@@ -255,6 +296,23 @@ def run_iteration(
     check_run_id(run_id)
     if k < 1:
         raise InputError(f"iteration numbers start at 1, got {k}")
+    with run_lock(store, run_id) as lock, _stage(run_id, f"iteration {k}"):
+        return _run_iteration(
+            store, run_id, k, rules, inventory, cluster, min_area_ha, progress, lock.verify
+        )
+
+
+def _run_iteration(
+    store: Store,
+    run_id: str,
+    k: int,
+    rules: Rules,
+    inventory: InventoryRef,
+    cluster: ClusterSpec | None,
+    min_area_ha: float,
+    progress: bool,
+    verify_lock: Callable[[], None],
+) -> IterationResult:
     start = time.perf_counter()
     catalog = Catalog(store)
     manifest = _manifest(store, run_id)
@@ -322,6 +380,7 @@ def run_iteration(
             catalog.item_href(inventory.collection, inventory.item_id),
         ],
     )
+    verify_lock()
     href = catalog.add_item(item, ITERATIONS_COLLECTION)
     return IterationResult(
         run_id,
@@ -356,6 +415,19 @@ def publish_review(
     The decisions and inventory GeoParquet are written first, then inventory k+1's item, then the
     iteration item is republished with the review counts and a link to its decisions.
     """
+    with run_lock(store, run_id) as lock, _stage(run_id, f"the review of iteration {k}"):
+        return _publish_review(store, run_id, k, decisions, initial, extra_properties, lock.verify)
+
+
+def _publish_review(
+    store: Store,
+    run_id: str,
+    k: int,
+    decisions: gpd.GeoDataFrame,
+    initial: InventoryRef,
+    extra_properties: Mapping[str, Any] | None,
+    verify_lock: Callable[[], None],
+) -> tuple[InventoryRef, dict[str, int]]:
     from ftlcloud.review.decisions import apply_decisions, validate_decisions
 
     catalog = Catalog(store)
@@ -383,6 +455,7 @@ def publish_review(
             catalog.item_href(ITERATIONS_COLLECTION, iteration_item_id(run_id, k)),
         ],
     )
+    verify_lock()
     catalog.add_item(inv_item, INVENTORIES_COLLECTION)
     it_item = catalog.get_item(ITERATIONS_COLLECTION, iteration_item_id(run_id, k))
     assert it_item is not None

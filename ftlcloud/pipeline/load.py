@@ -85,8 +85,14 @@ def discover_inputs(
     *,
     ndvi_years: tuple[int, int] | None = None,
     grid: GridSpec | None = None,
+    min_dates: int = 0,
 ) -> Inputs:
-    """Find the deformation, DEM and NDVI items; the grid defaults to the deformation grid."""
+    """Find the deformation, DEM and NDVI items; the grid defaults to the deformation grid.
+
+    Checks before any pixel is read: at least ``min_dates`` acquisitions, no date twice, one
+    deformation grid, and every input asset present with its recorded size (a truncated or
+    missing COG is named here rather than failing on a worker).
+    """
     deformation = [_as_stackstac_dict(i) for i in catalog.items(DEFORMATION[0])]
     if len(deformation) == 0:
         raise CatalogError(
@@ -116,6 +122,10 @@ def discover_inputs(
         dt.datetime.fromisoformat(d["properties"]["datetime"].replace("Z", "+00:00")).date()
         for d in deformation
     )
+    _check_dates(deformation, dates, min_dates)
+    _check_one_grid(deformation)
+    for d in [*deformation, *dem, _as_stackstac_dict(ndvi[early]), _as_stackstac_dict(ndvi[late])]:
+        _check_assets(catalog, d)
     return Inputs(
         deformation=tuple(deformation),
         dem=tuple(dem),
@@ -124,6 +134,55 @@ def discover_inputs(
         dates=dates,
         grid=grid or _grid_of(deformation[0], DEFORMATION[1]),
     )
+
+
+def _check_dates(
+    deformation: Sequence[dict[str, Any]], dates: Sequence[dt.date], min_dates: int
+) -> None:
+    seen: dict[dt.date, str] = {}
+    for d, day in zip(deformation, dates, strict=True):
+        if day in seen:
+            raise CatalogError(
+                f"deformation items {seen[day]!r} and {d['id']!r} have the same date {day}; "
+                "delete one of them from the catalog (or re-ingest into a fresh store)"
+            )
+        seen[day] = d["id"]
+    if len(dates) < min_dates:
+        raise InputError(
+            f"the {DEFORMATION[0]!r} collection has {len(dates)} acquisition date(s) but the seasonal "
+            f"fit needs at least min_valid_dates={min_dates} per pixel; ingest more dates "
+            "(`ftlcloud ingest deformation|mintpy`) or lower --min-valid-dates (5 at least: Eq. 1 "
+            "has 4 unknowns)"
+        )
+
+
+def _check_one_grid(deformation: Sequence[dict[str, Any]]) -> None:
+    first = _grid_of(deformation[0], DEFORMATION[1])
+    for d in deformation[1:]:
+        other = _grid_of(d, DEFORMATION[1])
+        if other.to_dict() != first.to_dict():
+            raise CatalogError(
+                f"deformation items {deformation[0]['id']!r} and {d['id']!r} are on different grids "
+                f"({first.to_dict()} vs {other.to_dict()}); every date must share one grid: "
+                "re-ingest them resampled to one grid"
+            )
+
+
+def _check_assets(catalog: Catalog, item: dict[str, Any]) -> None:
+    store = catalog.store
+    for name, asset in item["assets"].items():
+        key = store.key_of(asset["href"])
+        where = f"asset {name!r} of input item {item['id']!r} ({asset['href']})"
+        if key is None:
+            raise CatalogError(f"{where} is outside the store {store.url}; re-ingest it")
+        if not store.exists(key):
+            raise CatalogError(f"{where} is missing from the store; re-ingest that input")
+        size = asset.get("file:size")
+        if size is not None and store.size(key) != size:
+            raise CatalogError(
+                f"{where} has {store.size(key)} bytes but its item records {size}: it is truncated "
+                "or was overwritten; re-ingest that input"
+            )
 
 
 def _stack(

@@ -17,6 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
+from ftlcloud.errors import InputError
 from ftlcloud.io.catalog import Catalog
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.api import (
@@ -32,7 +33,7 @@ from ftlcloud.pipeline.api import (
     run_iteration,
 )
 from ftlcloud.pipeline.cluster import ClusterSpec
-from ftlcloud.pipeline.run import FactorSettings
+from ftlcloud.pipeline.run import FactorSettings, check_run_id, run_lock
 from ftlcloud.science.rules import STABLE_BAND_MM_A, Rules
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,11 @@ def iterate(
 ) -> LoopResult:
     """Run (or resume) the loop until its stop rule holds; see the module docstring."""
     if max_iterations < 1:
-        raise ValueError(f"max_iterations must be at least 1, got {max_iterations}")
+        raise InputError(f"max_iterations must be at least 1, got {max_iterations}")
+    check_run_id(run_id)
     with ExitStack() as stack:
+        # One hold for the whole loop: no other process can slip in between two stages.
+        stack.enter_context(run_lock(store, run_id))
         client_spec = _shared_cluster(stack, cluster)
         factors = compute_factors(
             store, run_id, settings=settings, cluster=client_spec, progress=progress
