@@ -39,10 +39,14 @@ def check(
     *,
     at_most: float | None = None,
     at_least: float | None = None,
+    within: tuple[float, float] | None = None,
     unit: str = "x",
     note: str = "",
 ) -> Row:
-    """A ratio row with its target from issue 8 and PASS/MISS."""
+    """A ratio row with its target from issue 8 and PASS/MISS (NaN never passes)."""
+    if within is not None:
+        low, high = within
+        return Row(name, value, unit, f"{low:g}..{high:g}", low <= value <= high, note)
     if at_most is not None:
         return Row(name, value, unit, f"<= {at_most:g}", value <= at_most, note)
     if at_least is not None:

@@ -39,9 +39,9 @@ FIT_FIELDS: tuple[str, ...] = (
 
 DAYS_PER_YEAR = 365.25
 _UNIT_TO_MM = {"m": 1000.0, "mm": 1.0}
-# Pixels per block: 82 dates x 2^12 pixels in float32 is 1.3 MB per temporary, so a block and its
+# Pixels per block: 82 dates x 2^11 pixels in float32 is 0.7 MB per temporary, so a block and its
 # temporaries stay in L2 cache after the one read from memory (fastest block size measured).
-_BLOCK_PIXELS = 1 << 12
+_BLOCK_PIXELS = 1 << 11
 # A Cholesky pivot this small relative to its diagonal entry means the pixel's design is singular
 # to working precision (float32 sums of the missing dates leave ~1e-7 noise; well-posed designs
 # spanning a period have relative pivots ~0.25).
@@ -188,7 +188,8 @@ def _thin_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """left @ right for a thin operand (4–10 rows or columns) without BLAS.
 
     einsum's own single-threaded loop streams the block once; multi-threaded BLAS on such
-    thin products is slower and, on a machine shared with other work, erratic (measured 3–10×).
+    thin products is slower and, on a machine shared with other work, erratic (measured 3–10×;
+    single-threaded BLAS, as in a Dask worker, gave no gain over the whole fit either).
     """
     return np.einsum("ij,jk->ik", left, right, optimize=False)
 
@@ -217,14 +218,25 @@ def _fit_gaps(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fit pixels with missing dates; returns coef (4, m), [N⁻¹]₁₁, SSR and n_valid (int16)."""
     valid = np.isfinite(block)
+    n_here = valid.sum(axis=0, dtype=np.int16)
+    m = block.shape[1]
+    nan = np.float64(np.nan)
+    coef = np.full((4, m), nan)
+    inv11 = np.full(m, nan)
+    ssr = np.full(m, nan)
+    # Pixels with too few dates (no data at all, typically: water, layover, snow) are never
+    # fitted: skip their arithmetic.
+    fit = np.flatnonzero(n_here >= min_valid)
+    if fit.size == 0:
+        return coef, inv11, ssr, n_here
+    if fit.size < m:
+        block, valid = block[:, fit], valid[:, fit]
     missing = (~valid).astype(np.float32)
     # Normal matrices as exact totals minus the few missing dates' products (accurate in float32).
     n_ent = col_totals[:, None] - _thin_matmul(col_products_32, missing).astype(np.float64)
-    n_here = np.rint(n_ent[0]).astype(np.int16)
     y0 = np.where(valid, block, np.float32(0.0))
     gty = _thin_matmul(gt32, y0).astype(np.float64)
-    sol, inv11, ok = _cholesky_solve(n_ent, gty)
-    ok &= n_here >= min_valid
+    sol, inv11_fit, ok = _cholesky_solve(n_ent, gty)
     # The span test needs the first and last valid date only where an end date is missing.
     ends_missing = np.flatnonzero(~(valid[0] & valid[-1]) & ok)
     if ends_missing.size:
@@ -232,9 +244,11 @@ def _fit_gaps(
         first = t_years[np.argmax(sub, axis=0)]
         last = t_years[sub.shape[0] - 1 - np.argmax(sub[::-1], axis=0)]
         ok[ends_missing] &= last - first >= min_span
-    ssr = _ssr(y0, g32, sol, valid)
-    nan = np.float64(np.nan)
-    return np.where(ok, sol, nan), np.where(ok, inv11, nan), np.where(ok, ssr, nan), n_here
+    ssr_fit = _ssr(y0, g32, sol, valid)
+    coef[:, fit] = np.where(ok, sol, nan)
+    inv11[fit] = np.where(ok, inv11_fit, nan)
+    ssr[fit] = np.where(ok, ssr_fit, nan)
+    return coef, inv11, ssr, n_here
 
 
 def _validate(
@@ -374,8 +388,15 @@ def _results(
     first_days = (first - np.datetime64("1970-01-01T00:00:00", "us")) / np.timedelta64(1, "D")
     peak_days = first_days + t_peak * DAYS_PER_YEAR
     finite = np.isfinite(peak_days)
-    day = np.floor(np.where(finite, peak_days, 0.0)).astype("int64").astype("datetime64[D]")
-    year_start = day.astype("datetime64[Y]").astype("datetime64[D]").astype(np.int64)
+    # Peaks fall within one period of the first date: look their year start up among the few
+    # candidate years (a per-pixel datetime64 round trip costs a third of the whole fit).
+    years = np.arange(
+        first.astype("datetime64[Y]"),
+        first.astype("datetime64[Y]") + np.timedelta64(int(np.ceil(period_years)) + 2, "Y"),
+    )
+    starts = years.astype("datetime64[D]").astype(np.int64).astype(np.float64)
+    safe_days = np.where(finite, peak_days, starts[0])
+    year_start = starts[np.searchsorted(starts, np.floor(safe_days), side="right") - 1]
     doy = np.where(finite & (half_amp > 0), peak_days - year_start + 1.0, np.nan)
 
     def out(values: np.ndarray) -> np.ndarray:
