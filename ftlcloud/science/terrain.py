@@ -26,6 +26,11 @@ _WGS84_F = 1.0 / 298.257223563
 _WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
 
 
+# Cells per row block: float32 temporaries of 512 KB stay in L2 cache, where the full-raster
+# float64 temporaries made the kernel memory-bound (4096² DEM: 16–32 rows measured fastest).
+_BLOCK_CELLS = 1 << 17
+
+
 def _check(dem_m: np.ndarray, transform: affine.Affine) -> np.ndarray:
     dem = np.asarray(dem_m)
     if dem.ndim != 2:
@@ -41,7 +46,7 @@ def _check(dem_m: np.ndarray, transform: affine.Affine) -> np.ndarray:
         )
     if transform.a == 0 or transform.e == 0:
         raise InputError(f"transform {tuple(transform)[:6]} has a zero pixel size")
-    return dem.astype(np.float64)
+    return dem
 
 
 def _pixel_size_m(
@@ -67,37 +72,73 @@ def _pixel_size_m(
     return ew[:, None], ns[:, None]
 
 
+class _Horn:
+    """Horn gradients of a DEM, computed on demand for blocks of interior rows (float32)."""
+
+    def __init__(self, dem_m: np.ndarray, transform: affine.Affine, geographic: bool) -> None:
+        self.dem = _check(dem_m, transform)
+        ny = self.dem.shape[0]
+        ew, ns = _pixel_size_m(transform, ny, geographic)
+        # Column/row index grows east/south for a north-up transform; the signs below assume so
+        # and are flipped for grids stored the other way round.
+        east_sign = 1.0 if transform.a > 0 else -1.0
+        north_sign = 1.0 if transform.e < 0 else -1.0
+        self.east_scale = (east_sign / (8.0 * ew)).astype(np.float32)
+        self.north_scale = (north_sign / (8.0 * ns)).astype(np.float32)
+
+    def block(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """dz/d(east) and dz/d(north) (m/m) of rows r0..r1-1, all columns; r0 ≥ 1, r1 ≤ ny-1.
+
+        The first and last columns and cells whose 3×3 window holds a NaN are NaN.
+        """
+        a = np.asarray(self.dem[r0 - 1 : r1 + 1], dtype=np.float32)
+        nx = a.shape[1]
+        # Horn's stencil is separable: (1, 2, 1) across, then a central difference.
+        vert = a[:-2] + a[2:]
+        vert += a[1:-1]
+        vert += a[1:-1]
+        horiz = a[:, :-2] + a[:, 2:]
+        horiz += a[:, 1:-1]
+        horiz += a[:, 1:-1]
+        dz_east = np.empty((r1 - r0, nx), dtype=np.float32)
+        dz_north = np.empty((r1 - r0, nx), dtype=np.float32)
+        dz_east[:, [0, -1]] = np.nan
+        dz_north[:, [0, -1]] = np.nan
+        inner_e, inner_n = dz_east[:, 1:-1], dz_north[:, 1:-1]
+        np.subtract(vert[:, 2:], vert[:, :-2], out=inner_e)
+        np.subtract(horiz[:-2], horiz[2:], out=inner_n)
+        # Horn's stencil skips the centre cell; a missing centre still means no value there:
+        # adding centre × 0 (NaN only where the centre is NaN) is cheaper than a masked write.
+        centre_zero = a[1:-1, 1:-1] * np.float32(0.0)
+        inner_e += centre_zero
+        inner_n += centre_zero
+        dz_east *= self.east_scale[r0:r1]
+        dz_north *= self.north_scale[r0:r1]
+        return dz_east, dz_north
+
+    def blocks(self) -> list[tuple[int, int]]:
+        ny, nx = self.dem.shape
+        rows = max(8, _BLOCK_CELLS // max(nx, 1))
+        return [(r, min(r + rows, ny - 1)) for r in range(1, ny - 1, rows)]
+
+
 def _gradients(
     dem_m: np.ndarray, transform: affine.Affine, geographic: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Horn gradients dz/d(east) and dz/d(north) (m/m), NaN on the edge ring and near NaN."""
-    dem = _check(dem_m, transform)
-    ny, nx = dem.shape
-    dz_east = np.full((ny, nx), np.nan)
-    dz_north = np.full((ny, nx), np.nan)
+    """Horn gradients dz/d(east) and dz/d(north) (m/m, float32), NaN on the edge ring and near
+    NaN."""
+    horn = _Horn(dem_m, transform, geographic)
+    ny, nx = horn.dem.shape
+    dz_east = np.full((ny, nx), np.nan, dtype=np.float32)
+    dz_north = np.full((ny, nx), np.nan, dtype=np.float32)
     if ny < 3 or nx < 3:
         return dz_east, dz_north
-    ew, ns = _pixel_size_m(transform, ny, geographic)
-
-    def win(dy: int, dx: int) -> np.ndarray:
-        return dem[1 + dy : ny - 1 + dy, 1 + dx : nx - 1 + dx]
-
-    # Column/row index grows east/south for a north-up transform; the signs below assume so and
-    # are flipped for grids stored the other way round.
-    east_sign = 1.0 if transform.a > 0 else -1.0
-    north_sign = 1.0 if transform.e < 0 else -1.0
-    right = win(-1, 1) + 2 * win(0, 1) + win(1, 1)
-    left = win(-1, -1) + 2 * win(0, -1) + win(1, -1)
-    top = win(-1, -1) + 2 * win(-1, 0) + win(-1, 1)
-    bottom = win(1, -1) + 2 * win(1, 0) + win(1, 1)
-    # NaN anywhere in the window propagates through these sums, as required.
-    dz_east[1:-1, 1:-1] = east_sign * (right - left) / (8.0 * ew[1:-1])
-    dz_north[1:-1, 1:-1] = north_sign * (top - bottom) / (8.0 * ns[1:-1])
-    # Horn's stencil skips the centre cell; a missing centre still means no value there.
-    centre_nan = np.isnan(dem)
-    dz_east[centre_nan] = np.nan
-    dz_north[centre_nan] = np.nan
+    for r0, r1 in horn.blocks():
+        dz_east[r0:r1], dz_north[r0:r1] = horn.block(r0, r1)
     return dz_east, dz_north
+
+
+_DEG_PER_RAD = np.float32(180.0 / np.pi)
 
 
 def slope_aspect(
@@ -109,14 +150,30 @@ def slope_aspect(
     get :data:`FLAT_ASPECT`. For non-square pixels the aspect uses the metric gradient (gdaldem
     ignores the pixel size for aspect). Returns two float32 arrays shaped like ``dem_m``.
     """
-    dz_east, dz_north = _gradients(dem_m, transform, geographic)
-    slope_deg = np.degrees(np.arctan(np.hypot(dz_east, dz_north)))
-    # Downslope direction (−∇z) as an azimuth: atan2(east component, north component).
-    aspect_deg = np.mod(np.degrees(np.arctan2(-dz_east, -dz_north)), 360.0)
-    aspect_deg = np.where(aspect_deg >= 360.0, 0.0, aspect_deg)
-    flat = (dz_east == 0) & (dz_north == 0)
-    aspect_deg = np.where(flat, FLAT_ASPECT, aspect_deg)
-    return slope_deg.astype(np.float32), aspect_deg.astype(np.float32)
+    horn = _Horn(dem_m, transform, geographic)
+    ny, nx = horn.dem.shape
+    slope_deg = np.full((ny, nx), np.nan, dtype=np.float32)
+    aspect_deg = np.full((ny, nx), np.nan, dtype=np.float32)
+    if ny < 3 or nx < 3:
+        return slope_deg, aspect_deg
+    # float32 in cache-sized row blocks, in place: GDAL computes in float too, and the results
+    # stay within 0.01° of gdaldem (tests/test_terrain.py).
+    for r0, r1 in horn.blocks():
+        dz_east, dz_north = horn.block(r0, r1)
+        flat = (dz_east == 0) & (dz_north == 0)
+        # sqrt(x² + y²) rather than hypot: 3x faster, and gradients never come near overflow.
+        slope = np.multiply(dz_east, dz_east, out=slope_deg[r0:r1])
+        slope += dz_north * dz_north
+        np.sqrt(slope, out=slope)
+        np.arctan(slope, out=slope)
+        slope *= _DEG_PER_RAD
+        # Downslope azimuth atan2(−e, −n) = 180° + atan2(e, n), in (0°, 360°]; 360° is north, 0.
+        aspect = np.arctan2(dz_east, dz_north, out=aspect_deg[r0:r1])
+        aspect *= _DEG_PER_RAD
+        aspect += np.float32(180.0)
+        np.copyto(aspect, np.float32(0.0), where=aspect >= np.float32(360.0))
+        np.copyto(aspect, np.float32(FLAT_ASPECT), where=flat)
+    return slope_deg, aspect_deg
 
 
 def hillshade(
