@@ -25,6 +25,8 @@ _COMMANDS = {
     "ftlcloud.cli.run:iterate": "iterate",
     "ftlcloud.cli.review": "review",
     "ftlcloud.cli.review:validate": "validate",
+    "ftlcloud.cli.serve": "serve",
+    "ftlcloud.cli.serve:index": "index",
 }
 
 
