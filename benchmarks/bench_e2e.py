@@ -209,4 +209,3 @@ def _measure(
         Row(f"factors {shape}, 1 worker", t_one, "s"),
         check("speed-up 2 workers vs 1", t_one / t_factors, at_least=1.6),
     ]
-

@@ -62,10 +62,14 @@ def run(side: int) -> list[Row]:
     n_pix = side * side
     logger.info("fit: cube %s (%.0f MB)", cube.shape, cube.nbytes / 1e6)
 
+    # The floor is one read pass: a plain reduction over time reads every byte once and writes
+    # one (y, x) plane. nansum copies the cube first (NaN -> 0), copy() reads and writes it:
+    # both are more than one pass and are shown for context only.
+    t_read = best_of(lambda: cube.sum(axis=0), 5)
     t_nansum = best_of(lambda: np.nansum(cube, axis=0))
     t_copy = best_of(lambda: cube.copy())
-    t_fit = best_of(lambda: fit_seasonal(cube, dates, unit="m"))
-    t_fit_gaps = best_of(lambda: fit_seasonal(gappy, dates, unit="m"))
+    t_fit = best_of(lambda: fit_seasonal(cube, dates, unit="m"), 5)
+    t_fit_gaps = best_of(lambda: fit_seasonal(gappy, dates, unit="m"), 5)
 
     from mintpy.utils import time_func
 
@@ -73,6 +77,11 @@ def run(side: int) -> list[Row]:
     date_list = [d.strftime("%Y%m%d") for d in dates]
     flat = cube.reshape(N_DATES, n_pix)
     t_mintpy = best_of(lambda: time_func.estimate_time_func(model, date_list, flat))
+    try:
+        time_func.estimate_time_func(model, date_list, gappy.reshape(N_DATES, n_pix))
+        mintpy_gaps = "MintPy fitted the cube with gaps"
+    except ValueError as err:  # scipy lstsq: "array must not contain infs or NaNs"
+        mintpy_gaps = f"MintPy on 5% gaps: {err}"
 
     t_xr_sub = _xarray_curvefit_s(cube, dates)
     t_xr = t_xr_sub * n_pix / (XR_SIDE * XR_SIDE)
@@ -89,8 +98,16 @@ def run(side: int) -> list[Row]:
             "pixels/s",
             note=f"{t_fit_gaps:.3f} s",
         ),
-        Row("floor: np.nansum(cube, axis=0)", pps(t_nansum), "pixels/s", note=f"{t_nansum:.3f} s"),
-        Row("floor: cube.copy()", pps(t_copy), "pixels/s", note=f"{t_copy:.3f} s"),
+        Row(
+            "floor: one read pass, cube.sum(axis=0)",
+            pps(t_read),
+            "pixels/s",
+            note=f"{t_read:.3f} s, {cube.nbytes / t_read / 1e9:.1f} GB/s",
+        ),
+        Row(
+            "context: np.nansum (copy + read)", pps(t_nansum), "pixels/s", note=f"{t_nansum:.3f} s"
+        ),
+        Row("context: cube.copy() (read + write)", pps(t_copy), "pixels/s", note=f"{t_copy:.3f} s"),
         Row(
             "MintPy estimate_time_func (gap-free only)",
             pps(t_mintpy),
@@ -103,20 +120,20 @@ def run(side: int) -> list[Row]:
             "pixels/s",
             note=f"{t_xr_sub:.3f} s for {XR_SIDE * XR_SIDE} px",
         ),
-        check("fit complete / nansum pass", t_fit / t_nansum, at_most=2.0),
-        check(
-            "fit complete / copy pass",
-            t_fit / t_copy,
-            at_most=2.0,
-            note="copy reads and writes the cube",
-        ),
-        check("fit 5% gaps / nansum pass", t_fit_gaps / t_nansum, at_most=4.0),
-        check("fit 5% gaps / copy pass", t_fit_gaps / t_copy, at_most=4.0),
+        check("fit complete / one read pass", t_fit / t_read, at_most=2.0),
+        check("fit 5% gaps / one read pass", t_fit_gaps / t_read, at_most=4.0),
+        check("fit complete / nansum (context)", t_fit / t_nansum),
+        check("fit 5% gaps / nansum (context)", t_fit_gaps / t_nansum),
         check(
             "MintPy / fit complete (speed-up)",
             t_mintpy / t_fit,
             at_least=30.0,
-            note="MintPy cannot fit pixels with gaps",
+            note=mintpy_gaps[:60],
+        ),
+        check(
+            "MintPy / one read pass (bound on any speed-up)",
+            t_mintpy / t_read,
+            note="a fit cannot beat one read of its input",
         ),
         check("xarray curvefit / fit 5% gaps (speed-up)", t_xr / t_fit_gaps),
     ]

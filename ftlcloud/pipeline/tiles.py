@@ -44,6 +44,10 @@ _GTIFF_FLOAT = {
 }
 
 
+# GDAL block cache (MB) while stitching a COG: room for a band of a tile row and its overviews.
+_ASSEMBLY_CACHE_MB = 128
+
+
 def encode_tile(
     bands: Mapping[str, np.ndarray], transform: Affine, crs: str, dtype: str = "float32"
 ) -> bytes:
@@ -149,7 +153,9 @@ def assemble_cog(
         vrt = Path(tmp) / "mosaic.vrt"
         vrt.write_text(xml)
         out = Path(tmp) / "out.tif"
-        with store.rasterio_env():
+        # GDAL's block cache defaults to 5 % of the machine's RAM per process and fills with the
+        # whole mosaic: bounding it keeps a worker's memory independent of the area.
+        with store.rasterio_env(), rasterio.Env(GDAL_CACHEMAX=_ASSEMBLY_CACHE_MB):
             rio_copy(str(vrt), str(out), driver="COG", **options)
             with rasterio.open(out) as src:
                 stats = _overview_stats(src)
