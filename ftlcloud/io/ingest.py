@@ -544,11 +544,11 @@ def ingest_inventory(store: Store, path: str | Path, *, name: str = "initial") -
     if missing.any():
         raise InputError(
             f"{path}: {int(missing.sum())} feature(s) have no geometry (rows "
-            f"{list(np.flatnonzero(missing.to_numpy())[:5])}); remove or fix them"
+            f"{[int(i) for i in np.flatnonzero(missing.to_numpy())[:5]]}); remove or fix them"
         )
     invalid = ~gdf.geometry.is_valid
     if invalid.any():
-        rows = list(np.flatnonzero(invalid.to_numpy())[:5])
+        rows = [int(i) for i in np.flatnonzero(invalid.to_numpy())[:5]]
         reason = shapely.is_valid_reason(gdf.geometry.iloc[rows[0]])
         raise InputError(
             f"{path}: {int(invalid.sum())} feature(s) have invalid geometries (rows {rows}; first: "

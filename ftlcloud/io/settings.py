@@ -63,7 +63,14 @@ class StoreSettings:
 
     def __post_init__(self) -> None:
         if self.endpoint_url is not None:
-            parts = urlsplit(self.endpoint_url)
+            try:
+                parts = urlsplit(self.endpoint_url)
+                parts.port  # noqa: B018 (a port out of 0..65535 raises only when read)
+            except ValueError as err:
+                raise ConfigError(
+                    f"S3 endpoint URL {self.endpoint_url!r} cannot be parsed ({err}); set "
+                    "FTLCLOUD_S3_ENDPOINT_URL to e.g. http://127.0.0.1:8333"
+                ) from err
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(
                     f"S3 endpoint URL {self.endpoint_url!r} is not of the form "

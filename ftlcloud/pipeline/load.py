@@ -122,10 +122,10 @@ def discover_inputs(
         dt.datetime.fromisoformat(d["properties"]["datetime"].replace("Z", "+00:00")).date()
         for d in deformation
     )
-    _check_dates(deformation, dates, min_dates)
-    _check_one_grid(deformation)
     for d in [*deformation, *dem, _as_stackstac_dict(ndvi[early]), _as_stackstac_dict(ndvi[late])]:
         _check_assets(catalog, d)
+    _check_one_grid(deformation)
+    _check_dates(deformation, dates, min_dates)
     return Inputs(
         deformation=tuple(deformation),
         dem=tuple(dem),
