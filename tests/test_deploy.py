@@ -625,6 +625,13 @@ def test_compose_runs_the_demo_against_minio_with_a_bucket_made_first() -> None:
     env = app["environment"]
     assert env["FTLCLOUD_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert env["FTLCLOUD_S3_PATH_STYLE"] == "true"
+    # the STAC API profile: `ftlcloud serve` on the demo's store, indexed in the pgstac service
+    api = services["stac-api"]
+    assert api["depends_on"]["pgstac"]["condition"] == "service_healthy"
+    assert api["command"][:2] == ["ftlcloud", "serve"]
+    assert api["command"][api["command"].index("--store") + 1] == app["command"][-1]
+    assert "@pgstac:5432/" in api["environment"]["FTLCLOUD_PGSTAC_DSN"]
+    assert api["image"] == app["image"]
 
 
 def test_docs_name_the_locked_gateway_chart_version() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -329,3 +330,41 @@ def test_index_follows_new_publications(
         time.sleep(0.5)
     else:
         raise AssertionError("the published item did not reach the STAC API within 30 s")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_documented_client_example_runs(
+    served: tuple[Store, str], s3_server: LocalS3Server, tmp_path: Path
+) -> None:
+    store, url = served
+    doc = (Path(__file__).parents[1] / "docs" / "stac-api.md").read_text()
+    [code] = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    constants = {"API": url, "STORE": store.url, "RUN": RUN}
+    for name, value in constants.items():
+        code, n = re.subn(rf"^{name} = \"[^\"]*\"", f"{name} = {value!r}", code, flags=re.M)
+        assert n == 1, f"docs/stac-api.md example: no `{name} = ...` line"
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, **s3_server.env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{RUN}-it02 ")
+    n_cands = int(lines[1].split()[0])
+    assert (
+        n_cands
+        == Catalog(store)
+        .get_item("ftl-iterations", f"{RUN}-it02")
+        .properties[  # type: ignore[union-attr]
+            "ftl:n_candidates"
+        ]
+    )
+    [n_dates] = re.findall(r"^(\d+) dates in 2018", done.stdout, flags=re.M)
+    in_2018 = [it for it in Catalog(store).items("deformation") if it.datetime.year == 2018]  # type: ignore[union-attr]
+    assert int(n_dates) == len(in_2018) > 0
