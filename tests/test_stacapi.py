@@ -31,7 +31,7 @@ import stackstac
 from pystac_client import Client
 
 from ftlcloud.demo.scene import Scene
-from ftlcloud.errors import ConfigError
+from ftlcloud.errors import CatalogError, ConfigError, StoreError
 from ftlcloud.io import ingest
 from ftlcloud.io.catalog import Catalog
 from ftlcloud.io.s3server import LocalS3Server, free_ports
@@ -103,6 +103,29 @@ def test_postgres_settings_from_url() -> None:
     )
     with pytest.raises(ConfigError, match="postgresql://"):
         postgres_settings("mysql://db/x")
+
+
+def test_serve_refuses_a_store_without_catalog_and_an_unreachable_database(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from ftlcloud.cli import cli
+
+    empty = tmp_path / "nothing-here"
+    index = PgstacIndex("postgresql://u:sekrit@127.0.0.1:1/db")
+    with pytest.raises(CatalogError, match=r"no STAC catalog at .*nothing-here/catalog.json"):
+        index.sync(Store(str(empty)))
+    assert not empty.exists()  # looking did not create a catalog
+    port = free_ports(1)[0]
+    res = CliRunner().invoke(
+        cli, ["serve", "--store", str(tmp_path), "--port", str(port), "--pgstac",
+              f"postgresql://u:sekrit@127.0.0.1:{port}/db"],
+    )  # fmt: skip
+    assert isinstance(res.exception, StoreError)
+    message = str(res.exception)
+    assert f"127.0.0.1:{port}/db" in message and "check --pgstac" in message
+    assert "sekrit" not in message
 
 
 # --- the index against a real PostgreSQL ------------------------------------------------------

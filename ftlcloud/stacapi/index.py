@@ -16,10 +16,10 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ftlcloud.errors import CatalogError, ConfigError, StoreError
-from ftlcloud.io.catalog import Catalog
+from ftlcloud.io.catalog import CATALOG_KEY, Catalog
 from ftlcloud.io.store import Store
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,29 @@ class PgstacIndex:
 
         return PgstacDB(dsn=self.dsn)
 
+    def where(self) -> str:
+        """``host:port/database`` of the DSN (no user, no password: safe to print)."""
+        parts = urlsplit(self.dsn)
+        return f"{parts.hostname}:{parts.port or 5432}/{parts.path.lstrip('/') or 'postgres'}"
+
+    def check_connection(self, timeout_s: int = 10) -> None:
+        """Connect once, failing fast with the database's location and the fix."""
+        import psycopg
+
+        try:
+            psycopg.connect(self.dsn, connect_timeout=timeout_s).close()
+        except psycopg.Error as err:
+            raise StoreError(
+                f"cannot connect to the STAC index database at {self.where()}: "
+                f"{_first_line(err)}; check --pgstac (postgresql://user:password@host:port/db) "
+                "and that the server is up"
+            ) from err
+
     def migrate(self) -> str:
         """Install or upgrade the pgstac schema (idempotent); returns its version."""
         from pypgstac.migrate import Migrate
 
+        self.check_connection()
         try:
             with self._db() as db:
                 return str(Migrate(db).run_migration())
@@ -151,6 +170,11 @@ class PgstacIndex:
         """Upsert the collections and items that changed in ``store``; delete vanished items."""
         from pypgstac.load import Loader, Methods
 
+        if not store.exists(CATALOG_KEY):
+            raise CatalogError(
+                f"no STAC catalog at {store.href(CATALOG_KEY)}: check --store, or ingest inputs "
+                "(ftlcloud ingest ...) or run `ftlcloud demo --store ...` first"
+            )
         catalog = Catalog(store)
         report = SyncReport()
         collections: dict[str, dict[str, Any]] = {}
