@@ -30,17 +30,39 @@ _COMMANDS = {
 }
 
 
+def _log_handler(log_format: str) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        # One JSON object per line (time, level, logger, message and any `extra=` fields such as
+        # run_id, stage, tiles), for log collectors on Kubernetes.
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    return handler
+
+
 @click.group()
 @click.version_option(__version__, prog_name="ftlcloud")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="FTLCLOUD_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as JSON objects ($FTLCLOUD_LOG_FORMAT).",
+)
+def cli(verbose: int, log_format: str) -> None:
     """Semi-automatic iterative freeze-thaw landslide identification from InSAR."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=level, handlers=[_log_handler(log_format)])
     # botocore logs request headers (the access key id) at DEBUG; third-party loggers stay at INFO
     # or above so that no log line carries credentials.
     for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "rasterio"):
