@@ -85,12 +85,25 @@ SETTINGS = FactorSettings(tile_size=TILE)
 
 
 def factor_digests(store: Store, run_id: str) -> dict[str, str]:
-    """sha256 of every factor tile and factor COG of a run, keyed by the path inside the run."""
+    """sha256 of every factor COG (its bytes) and factor tile (its band names and pixel bits,
+    NaN payloads included) of a run, keyed by the path inside the run.
+
+    Tiles are hashed by content: their GeoTIFF bytes depend on the GDAL block-cache state of
+    the worker process that encoded them (see docs/reliability.md), their pixels do not.
+    """
+    from ftlcloud.pipeline.tiles import read_tile
+
     prefix = f"{RunPaths(run_id).prefix}/factors/"
-    return {
-        key[len(prefix) :]: hashlib.sha256(store.read_bytes(key)).hexdigest()
-        for key in store.list(prefix)
-    }
+    out = {}
+    for key in store.list(prefix):
+        if key.startswith(prefix + "tiles/"):
+            h = hashlib.sha256()
+            for name, band in read_tile(store, key).items():
+                h.update(name.encode() + np.ascontiguousarray(band).tobytes())
+            out[key[len(prefix) :]] = h.hexdigest()
+        else:
+            out[key[len(prefix) :]] = hashlib.sha256(store.read_bytes(key)).hexdigest()
+    return out
 
 
 def tile_keys(store: Store, run_id: str) -> list[str]:

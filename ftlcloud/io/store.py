@@ -410,3 +410,33 @@ def _precondition_failed(err: BaseException) -> bool:
                 return True
         seen = seen.__cause__ or seen.__context__
     return "pre-condition" in str(err).lower() or "precondition" in str(err).lower()
+
+
+def clear_gdal_http_cache() -> bool:
+    """Forget GDAL's process-wide ``/vsicurl/`` (``/vsis3/``) cache of sizes, existence and blocks.
+
+    GDAL keeps what it learnt about a URL for the life of the process, including failures: a
+    worker that lived through a store outage would go on failing to open objects that are back.
+    Stages call this on every worker before they read. Returns False where libgdal's symbol
+    cannot be reached (then nothing is cleared).
+    """
+    import ctypes
+    import glob
+
+    import rasterio
+
+    paths: list[str] = []
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        paths = sorted({ln.split()[-1] for ln in maps if "libgdal" in ln and "/" in ln})
+    if not paths:
+        libs = Path(rasterio.__file__).resolve().parent.parent / "rasterio.libs"
+        paths = sorted(glob.glob(str(libs / "libgdal*")))
+    for path in paths:
+        try:
+            # The same path as the loaded library yields the same handle, so the same cache.
+            ctypes.CDLL(path).VSICurlClearCache()
+        except (OSError, AttributeError):
+            continue
+        return True
+    log.debug("cannot clear GDAL's HTTP cache: libgdal not found among %s", paths)
+    return False

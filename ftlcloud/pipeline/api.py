@@ -22,7 +22,7 @@ from ftlcloud.io.catalog import Catalog, build_item
 from ftlcloud.io.cog import AssetInfo, multihash_sha256, validate_cog
 from ftlcloud.io.geoparquet import read_geoparquet, write_geoparquet
 from ftlcloud.io.settings import redact
-from ftlcloud.io.store import Store
+from ftlcloud.io.store import Store, clear_gdal_http_cache
 from ftlcloud.pipeline.cluster import ClusterSpec, connect
 from ftlcloud.pipeline.factors import (
     FACTOR_NAMES,
@@ -146,6 +146,13 @@ def _stage(run_id: str, what: str) -> Iterator[None]:
         raise RunError(f"{after} after fixing the cause ({detail})") from err
 
 
+def _fresh_gdal_cache(client: Any) -> None:
+    """Clear GDAL's HTTP cache here and on every worker (a rerun after an outage must not see
+    the failures cached while the store was down)."""
+    clear_gdal_http_cache()
+    client.run(clear_gdal_http_cache)
+
+
 def _manifest(store: Store, run_id: str) -> RunManifest:
     paths = RunPaths(run_id)
     if not store.exists(paths.manifest):
@@ -196,6 +203,7 @@ def _compute_factors(
     paths = RunPaths(run_id)
     grid = manifest.grid
     with connect(cluster) as client:
+        _fresh_gdal_cache(client)
         layers = lazy_layers(inputs, settings.tile_size, store.gdal_env())
         stats = compute_factor_tiles(
             client, store, paths, grid, layers, inputs.dates, settings, progress=progress
@@ -340,6 +348,7 @@ def _run_iteration(
     thresholds = rules.thresholds_for(k, samples)
     log.info("iteration %d thresholds: %s", k, thresholds.describe())
     with connect(cluster) as client:
+        _fresh_gdal_cache(client)
         out = mask_and_vectorise(
             client,
             store,
