@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+import pytest
+
 
 def test_json_log_lines_carry_time_level_logger_and_message(
     tmp_path: Path, input_files: dict[str, Any]
@@ -28,3 +31,25 @@ def test_json_log_lines_carry_time_level_logger_and_message(
         rec["logger"] == "ftlcloud.io.catalog" and "published STAC item" in rec["message"]
         for rec in records
     )
+
+
+def test_an_unexpected_exception_is_one_redacted_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ftlcloud.cli import cli, main
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-for-the-test")
+
+    @click.command("boom")
+    def boom() -> None:
+        raise RuntimeError("disk on fire near s3cr3t-value-for-the-test")
+
+    cli.add_command(boom)
+    try:
+        code = main(["boom"])
+    finally:
+        cli.commands.pop("boom")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: unexpected RuntimeError: disk on fire")
+    assert "Traceback" not in err and "s3cr3t-value-for-the-test" not in err

@@ -14,6 +14,7 @@ import click
 
 from ftlcloud import __version__
 from ftlcloud.errors import FtlError
+from ftlcloud.io.settings import redact
 
 # module (":alias" when a module holds several) -> attribute holding a click command or group
 _COMMANDS = {
@@ -91,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as err:
         err.show()
         return err.exit_code
+    except Exception as err:  # a bug, not a user error: one line, the traceback at -vv
+        logging.getLogger("ftlcloud").debug("unexpected error", exc_info=True)
+        click.echo(
+            f"error: unexpected {type(err).__name__}: {redact(str(err))}; rerun with -vv for the "
+            "traceback, and please report it",
+            err=True,
+        )
+        return 1
     return 0
 
 

@@ -18,7 +18,7 @@ from ftlcloud.io.cog import AssetInfo, multihash_sha256
 from ftlcloud.io.store import Store
 from ftlcloud.pipeline.api import ITERATIONS_COLLECTION, iteration_item_id
 from ftlcloud.pipeline.loop import LoopResult, accepted_ftls, all_candidates
-from ftlcloud.pipeline.run import RunManifest, RunPaths
+from ftlcloud.pipeline.run import RunManifest, RunPaths, run_lock
 from ftlcloud.science.metrics import ObjectMatch, VerificationRates, match_objects
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,20 @@ def publish_report(
 ) -> str:
     """Build the run report, store it under ``runs/<run>/report/`` and attach it to the last
     iteration's item (with the validation metrics). Returns the report's index href."""
+    # The report is written under the run's keys and re-publishes its last item: hold the run's
+    # lock (re-entrant, so a caller already holding it, like `ftlcloud iterate`, keeps it).
+    with run_lock(store, loop.run_id):
+        return _publish_report(store, loop, title, match, rates, verification)
+
+
+def _publish_report(
+    store: Store,
+    loop: LoopResult,
+    title: str,
+    match: ObjectMatch | None,
+    rates: VerificationRates | None,
+    verification: VerificationRates | None,
+) -> str:
     from ftlcloud.report.build import build_report
     from ftlcloud.report.model import IterationSummary, ReportInputs
 
