@@ -19,6 +19,7 @@ import rasterio
 from affine import Affine
 from pyproj import CRS
 from rasterio.io import MemoryFile
+from rasterio.session import DummySession
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
@@ -155,7 +156,12 @@ def assemble_cog(
         out = Path(tmp) / "out.tif"
         # GDAL's block cache defaults to 5 % of the machine's RAM per process and fills with the
         # whole mosaic: bounding it keeps a worker's memory independent of the area.
-        with store.rasterio_env(), rasterio.Env(GDAL_CACHEMAX=_ASSEMBLY_CACHE_MB):
+        # One Env, not one nested in store.rasterio_env(): an inner Env starts a default AWS
+        # session that drops the store's endpoint (measured: "Could not resolve host").
+        env = rasterio.Env(
+            session=DummySession(), GDAL_CACHEMAX=_ASSEMBLY_CACHE_MB, **store.gdal_env()
+        )
+        with env:
             rio_copy(str(vrt), str(out), driver="COG", **options)
             with rasterio.open(out) as src:
                 stats = _overview_stats(src)
