@@ -21,7 +21,10 @@ deps)
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # --no-deps: the lock is the complete closure; anything missing is caught by `pip check` below
     # instead of being resolved silently to an unpinned version.
-    "$venv/bin/pip" install --no-deps --only-binary=:all: --requirement "$arg"
+    # Wheels only (no compilers in the image), except pure-Python packages PyPI has as sdists only
+    # (pypgstac needs version-parser).
+    "$venv/bin/pip" install --no-deps --only-binary=:all: --no-binary=version-parser \
+        --requirement "$arg"
     ;;
 package)
     [ -x "$venv/bin/python" ] || { echo "$venv is not a venv: run the deps phase first" >&2; exit 1; }
