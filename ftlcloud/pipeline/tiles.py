@@ -156,10 +156,16 @@ def assemble_cog(
         out = Path(tmp) / "out.tif"
         # GDAL's block cache defaults to 5 % of the machine's RAM per process and fills with the
         # whole mosaic: bounding it keeps a worker's memory independent of the area.
-        # One Env, not one nested in store.rasterio_env(): an inner Env starts a default AWS
-        # session that drops the store's endpoint (measured: "Could not resolve host").
+        # VRT_NUM_THREADS=1: GDAL 3.10 reads the sources of a large VRT request in its own
+        # thread pool, but off the main thread rasterio sets config options thread-locally, so
+        # those threads lost the S3 endpoint ("Could not resolve host <bucket>.s3.amazonaws.com",
+        # reproduced with 72 tiles of 512 px assembled from a non-main thread, as in a Dask
+        # worker). A Dask worker's thread is the unit of parallelism anyway.
         env = rasterio.Env(
-            session=DummySession(), GDAL_CACHEMAX=_ASSEMBLY_CACHE_MB, **store.gdal_env()
+            session=DummySession(),
+            GDAL_CACHEMAX=_ASSEMBLY_CACHE_MB,
+            VRT_NUM_THREADS=1,
+            **store.gdal_env(),
         )
         with env:
             rio_copy(str(vrt), str(out), driver="COG", **options)
