@@ -183,3 +183,29 @@ def test_changed_settings_under_same_run_id_are_refused(store: Store, cluster: C
         compute_factors(
             store, "fixed", settings=FactorSettings(tile_size=128), cluster=cluster, progress=False
         )
+
+
+@pytest.mark.integration
+def test_cog_assembly_on_s3_from_a_worker_thread(s3_store: Store) -> None:
+    # GDAL 3.10 reads the sources of a large VRT request in its own thread pool; off the main
+    # thread (a Dask worker's task thread) rasterio sets the S3 options thread-locally, and the
+    # pool lost the endpoint at the paper's scale (72 tiles of 512 px): assemble there.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from affine import Affine
+
+    from ftlcloud.pipeline.grid import GridSpec
+    from ftlcloud.pipeline.tiles import assemble_cog, encode_tile
+
+    grid = GridSpec("EPSG:32647", Affine(30.0, 0, 500000.0, 0, -30.0, 4200000.0), (3700, 4440))
+    tiles = grid.tiles(512)
+    keys = [f"tiles/{t.tile_id}.tif" for t in tiles]
+    for tile, key in zip(tiles, keys, strict=True):
+        w = tile.window
+        value = np.full((w.height, w.width), float(tile.row * 100 + tile.col), np.float32)
+        s3_store.write_bytes(key, encode_tile({"v": value}, grid.tile_transform(w), grid.crs))
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(assemble_cog, s3_store, grid, tiles, keys, 1, "out.tif").result()
+    with s3_store.rasterio_env(), rasterio.open(s3_store.gdal_path("out.tif")) as src:
+        assert src.shape == (3700, 4440)
+        assert src.read(1, window=((3600, 3601), (4400, 4401)))[0, 0] == 7 * 100 + 8
