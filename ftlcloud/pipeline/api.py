@@ -7,6 +7,7 @@ the STAC item last; a rerun skips an item that is complete (every asset present 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -230,7 +231,7 @@ def _compute_factors(
     verify_lock()
     href = catalog.add_item(item, FACTORS_COLLECTION)
     tiles = grid.tiles(settings.tile_size)
-    return FactorsResult(
+    result = FactorsResult(
         run_id=run_id,
         item_href=href,
         tiles_total=len(tiles),
@@ -239,6 +240,16 @@ def _compute_factors(
         fitted_pixels=sum(int(s["fitted_pixels"]) for s in stats),  # type: ignore[call-overload]
         seconds=time.perf_counter() - start,
     )
+    log.info(
+        "factor stage of run %s published: %d of %d tiles computed, %d pixels, %.1f s",
+        run_id,
+        result.tiles_computed,
+        result.tiles_total,
+        result.pixels,
+        result.seconds,
+        extra={"stage": "factors", **_log_fields(result)},
+    )
+    return result
 
 
 def initial_inventory_ref(catalog: Catalog, name: str | None = None) -> InventoryRef:
@@ -391,7 +402,7 @@ def _run_iteration(
     )
     verify_lock()
     href = catalog.add_item(item, ITERATIONS_COLLECTION)
-    return IterationResult(
+    result = IterationResult(
         run_id,
         k,
         href,
@@ -400,6 +411,21 @@ def _run_iteration(
         out.candidates,
         time.perf_counter() - start,
     )
+    log.info(
+        "iteration %d of run %s published: %d candidates, %.1f s",
+        k,
+        run_id,
+        result.n_candidates,
+        result.seconds,
+        extra={"stage": "iteration", **_log_fields(result)},
+    )
+    return result
+
+
+def _log_fields(result: FactorsResult | IterationResult) -> dict[str, Any]:
+    """The scalar fields of a stage result, for structured (``--log-format json``) log lines."""
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    return {k: v for k, v in fields.items() if isinstance(v, str | int | float | bool)}
 
 
 def read_candidates(store: Store, run_id: str, k: int) -> gpd.GeoDataFrame:
