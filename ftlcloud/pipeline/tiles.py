@@ -42,6 +42,9 @@ _GTIFF_FLOAT = {
     "compress": "deflate",
     "zlevel": 1,
     "predictor": 3,
+    # Band-interleaved: assembly reads one band per COG; pixel interleaving (GTiff's default
+    # for several bands) made each of the 11 COGs decode all 11 bands of every tile.
+    "interleave": "band",
 }
 
 
