@@ -362,6 +362,10 @@ def fit_seasonal(
     return _results(coef, inv11, ssr, n_valid, to_mm, t_years, dates, float(period_years), (ny, nx))
 
 
+# Pixels per chunk of the published fields: their ~20 float64 temporaries stay in L2 cache.
+_RESULT_PIXELS = 1 << 15
+
+
 def _results(
     coef: np.ndarray,
     inv11: np.ndarray,
@@ -374,23 +378,8 @@ def _results(
     shape: tuple[int, int],
 ) -> SeasonalFit:
     """Turn the least-squares solution into the published fields (mm, float32)."""
-    a, b, c, d = coef * to_mm
-    # Cancellation in Y·Y − coefᵀGᵀY can leave tiny negatives for near-perfect fits.
-    ssr_mm2 = np.maximum(ssr, 0.0) * to_mm**2
-    n = n_valid.astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        velocity_std = np.sqrt(ssr_mm2 / (n - 4.0) * inv11)
-        rmse = np.sqrt(ssr_mm2 / n)
-    # sqrt rather than hypot (3x slower): amplitudes in mm are far from overflow.
-    half_amp = np.sqrt(c * c + d * d)
-    # c·cos(ωt) + d·sin(ωt) = R·cos(ωt − φ) with φ = atan2(d, c): maxima at t = φ/ω + kT.
-    # float32 atan2 is vectorised (float64 is not) and its ~1e-7 rad error is ~1e-5 day.
-    phase = np.arctan2(d.astype(np.float32), c.astype(np.float32)).astype(np.float64)
-    t_peak = np.mod(phase / (2.0 * np.pi) * period_years, period_years)
     first = _parse_dates(dates)[0]
     first_days = (first - np.datetime64("1970-01-01T00:00:00", "us")) / np.timedelta64(1, "D")
-    peak_days = first_days + t_peak * DAYS_PER_YEAR
-    finite = np.isfinite(peak_days)
     # Peaks fall within one period of the first date: look their year start up among the few
     # candidate years (a per-pixel datetime64 round trip costs a third of the whole fit).
     years = np.arange(
@@ -398,19 +387,37 @@ def _results(
         first.astype("datetime64[Y]") + np.timedelta64(int(np.ceil(period_years)) + 2, "Y"),
     )
     starts = years.astype("datetime64[D]").astype(np.int64).astype(np.float64)
-    safe_days = np.where(finite, peak_days, starts[0])
-    year_start = starts[np.searchsorted(starts, np.floor(safe_days), side="right") - 1]
-    doy = np.where(finite & (half_amp > 0), peak_days - year_start + 1.0, np.nan)
-
-    def out(values: np.ndarray) -> np.ndarray:
-        return values.reshape(shape).astype(np.float32)
-
+    n_pix = n_valid.size
+    fields_out = {
+        name: np.empty(n_pix, dtype=np.float32) for name in FIT_FIELDS if name != "n_valid"
+    }
+    for lo in range(0, n_pix, _RESULT_PIXELS):
+        sl = slice(lo, min(lo + _RESULT_PIXELS, n_pix))
+        a, b, c, d = coef[:, sl] * to_mm
+        # Cancellation in Y·Y − coefᵀGᵀY can leave tiny negatives for near-perfect fits.
+        ssr_mm2 = np.maximum(ssr[sl], 0.0) * to_mm**2
+        n = n_valid[sl].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            velocity_std = np.sqrt(ssr_mm2 / (n - 4.0) * inv11[sl])
+            rmse = np.sqrt(ssr_mm2 / n)
+        # sqrt rather than hypot (3x slower): amplitudes in mm are far from overflow.
+        half_amp = np.sqrt(c * c + d * d)
+        # c·cos(ωt) + d·sin(ωt) = R·cos(ωt − φ) with φ = atan2(d, c): maxima at t = φ/ω + kT.
+        # float32 atan2 is vectorised (float64 is not) and its ~1e-7 rad error is ~1e-5 day.
+        phase = np.arctan2(d.astype(np.float32), c.astype(np.float32)).astype(np.float64)
+        t_peak = np.mod(phase / (2.0 * np.pi) * period_years, period_years)
+        peak_days = first_days + t_peak * DAYS_PER_YEAR
+        finite = np.isfinite(peak_days)
+        safe_days = np.where(finite, peak_days, starts[0])
+        year_start = starts[np.searchsorted(starts, np.floor(safe_days), side="right") - 1]
+        doy = np.where(finite & (half_amp > 0), peak_days - year_start + 1.0, np.nan)
+        fields_out["velocity_mm_a"][sl] = b
+        fields_out["velocity_std_mm_a"][sl] = velocity_std
+        fields_out["seasonal_amplitude_mm"][sl] = 2.0 * half_amp
+        fields_out["seasonal_peak_doy"][sl] = doy
+        fields_out["intercept_mm"][sl] = a
+        fields_out["rmse_mm"][sl] = rmse
     return SeasonalFit(
-        velocity_mm_a=out(b),
-        velocity_std_mm_a=out(velocity_std),
-        seasonal_amplitude_mm=out(2.0 * half_amp),
-        seasonal_peak_doy=out(doy),
-        intercept_mm=out(a),
-        rmse_mm=out(rmse),
+        **{name: values.reshape(shape) for name, values in fields_out.items()},
         n_valid=n_valid.reshape(shape),
     )
