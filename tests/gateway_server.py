@@ -27,9 +27,11 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import yaml
+
+from ftlcloud.io.managed import ManagedServer
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ c.Backend.cluster_options.handler = _ftl_local_handler
 """
 
 
-class GatewayServer:
+class GatewayServer(ManagedServer):
     """A ``dask-gateway-server`` subprocess with the local backend, on free 127.0.0.1 ports.
 
     ``address`` is the public proxy address clients use (HTTP API + scheduler proxy on one port);
@@ -193,7 +195,7 @@ class GatewayServer:
         except OSError:
             return ""
 
-    def start(self) -> GatewayServer:
+    def start(self) -> Self:
         """Write the config, start the server in its own process group, wait for its API."""
         if self._proc is not None:
             return self
@@ -288,14 +290,3 @@ class GatewayServer:
             log.warning("killing leftover gateway cluster process %d", pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-    def __enter__(self) -> GatewayServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -21,9 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from ftlcloud.errors import StoreError
+from ftlcloud.io.managed import ManagedServer
 from ftlcloud.io.settings import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-class LocalS3Server:
+class LocalS3Server(ManagedServer):
     """SeaweedFS S3 gateway on 127.0.0.1; a context manager. Credentials are random unless given."""
 
     def __init__(
@@ -118,7 +119,7 @@ class LocalS3Server:
         return f"s3://{self.bucket}/{prefix.strip('/')}".rstrip("/")
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> LocalS3Server:
+    def start(self) -> Self:
         """Start ``weed mini`` and wait until the bucket answers an authenticated request."""
         if self._proc is not None:
             return self
@@ -251,14 +252,3 @@ class LocalS3Server:
         if self._proc is None:
             return 0
         return self._proc.wait()
-
-    def __enter__(self) -> LocalS3Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

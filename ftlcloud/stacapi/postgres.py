@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from ftlcloud.errors import StoreError
+from ftlcloud.io.managed import ManagedServer
 from ftlcloud.io.s3server import free_ports
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def find_pg_bindir() -> Path:
     return candidates[-1].parent
 
 
-class LocalPostgres:
+class LocalPostgres(ManagedServer):
     """A throw-away PostgreSQL server on 127.0.0.1; a context manager."""
 
     def __init__(
@@ -81,7 +82,7 @@ class LocalPostgres:
         cmd = [*self._run_as, str(self._bindir / args[0]), *args[1:]]
         return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
-    def start(self) -> LocalPostgres:
+    def start(self) -> Self:
         """initdb a temporary cluster and start it; returns once it accepts connections."""
         if self.data_dir is not None:
             return self
@@ -140,17 +141,6 @@ class LocalPostgres:
             self._run("pg_ctl", "-D", str(data_dir), "-m", "fast", "-w", "stop")
         with contextlib.suppress(OSError):
             shutil.rmtree(data_dir.parent)
-
-    def __enter__(self) -> LocalPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _user_exists(name: str) -> bool:
