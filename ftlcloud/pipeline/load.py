@@ -185,6 +185,14 @@ def _check_assets(catalog: Catalog, item: dict[str, Any]) -> None:
             )
 
 
+#: GDAL options for the workers' reads. The block cache (default 5 % of RAM per process) and the
+#: per-file VSI cache (25 MB per open file, up to 100 files kept open) otherwise fill with the
+#: blocks of every input as more of the area is read, so a worker's memory grew with the area.
+#: rasterio hands GDAL_CACHEMAX to GDALSetCacheMax64: bytes. 4 MB of VSI cache holds a COG's
+#: header and IFDs, which is what repeated window reads reuse.
+READ_ENV: dict[str, Any] = {"GDAL_CACHEMAX": 256 * 2**20, "VSI_CACHE_SIZE": 4 * 2**20}
+
+
 def _stack(
     items: Sequence[dict[str, Any]],
     asset: str,
@@ -199,7 +207,7 @@ def _stack(
         raise InputError(
             f"the grid CRS {grid.crs!r} has no EPSG code; give the target grid as EPSG"
         )
-    env = stackstac.DEFAULT_GDAL_ENV.updated(always=gdal_env)
+    env = stackstac.DEFAULT_GDAL_ENV.updated(always={**READ_ENV, **gdal_env})
     arr = stackstac.stack(
         list(items),
         assets=[asset],

@@ -48,8 +48,9 @@ _GTIFF_FLOAT = {
 }
 
 
-# GDAL block cache (MB) while stitching a COG: room for a band of a tile row and its overviews.
-_ASSEMBLY_CACHE_MB = 128
+# GDAL block cache while stitching a COG: room for a band of a tile row and its overviews.
+# rasterio hands GDAL_CACHEMAX to GDALSetCacheMax64: an integer number of *bytes* (not MB).
+_ASSEMBLY_CACHE_BYTES = 128 * 2**20
 
 
 def encode_tile(
@@ -166,7 +167,11 @@ def assemble_cog(
         # worker). A Dask worker's thread is the unit of parallelism anyway.
         env = rasterio.Env(
             session=DummySession(),
-            GDAL_CACHEMAX=_ASSEMBLY_CACHE_MB,
+            GDAL_CACHEMAX=_ASSEMBLY_CACHE_BYTES,
+            # GDAL keeps up to 100 datasets open, each with its own VSI cache (25 MB by
+            # default): over the 11 assemblies a worker's cache held whole tile files, one per
+            # tile, so memory grew with the area. The header and IFDs need far less.
+            VSI_CACHE_SIZE=4 * 2**20,
             VRT_NUM_THREADS=1,
             **store.gdal_env(),
         )
