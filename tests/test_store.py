@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ftlcloud.errors import InputError, StoreError
@@ -72,3 +73,17 @@ def test_local_check(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot create store directory"):
         Store(blocker / "sub").check()
+
+
+def test_write_file_streams_a_local_file_into_the_store(tmp_path: Path, s3_store: Store) -> None:
+    from ftlcloud.io.cog import multihash_sha256
+
+    source = tmp_path / "big.bin"
+    payload = np.random.default_rng(3).bytes(9 * 2**20)  # > s3fs's 5 MiB multipart block
+    source.write_bytes(payload)
+    assert multihash_sha256(source) == multihash_sha256(payload)
+    for store in (Store(str(tmp_path / "local")), s3_store):
+        store.write_file("runs/r/x.bin", source)
+        assert store.read_bytes("runs/r/x.bin") == payload
+        assert store.size("runs/r/x.bin") == len(payload)
+    assert not [p for p in (tmp_path / "local" / "runs" / "r").iterdir() if p.name != "x.bin"]

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,8 +36,12 @@ BLOCK_SIZE = 512
 Kind = Literal["continuous", "mask", "categorical"]
 
 
-def multihash_sha256(data: bytes) -> str:
-    """The STAC file extension's ``file:checksum``: multihash sha2-256 (code 0x12, 32 bytes)."""
+def multihash_sha256(data: bytes | Path) -> str:
+    """The STAC file extension's ``file:checksum``: multihash sha2-256 (code 0x12, 32 bytes) of
+    bytes, or of a local file read in chunks."""
+    if isinstance(data, Path):
+        with data.open("rb") as fh:
+            return "1220" + hashlib.file_digest(fh, "sha256").hexdigest()
     return "1220" + hashlib.sha256(data).hexdigest()
 
 
@@ -227,19 +232,20 @@ def write_cog(
 def cog_asset_info(
     store: Store,
     key: str,
-    data: bytes,
+    data: bytes | Path,
     crs: CRS,
     proj: dict[str, Any],
     bands: list[dict[str, Any]],
     title: str | None,
 ) -> AssetInfo:
-    """Describe COG bytes written at ``key``: checksum, size, projection, footprint, bands."""
+    """Describe a COG written at ``key`` from ``data`` (its bytes, or the local file uploaded):
+    checksum, size, projection, footprint, bands."""
     return AssetInfo(
         href=store.href(key),
         key=key,
         media_type=COG_MEDIA_TYPE,
         checksum=multihash_sha256(data),
-        size=len(data),
+        size=data.stat().st_size if isinstance(data, Path) else len(data),
         proj=proj,
         bbox_wgs84=bbox_to_wgs84(crs, proj["proj:bbox"]),
         bands=bands,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +219,31 @@ class Store:
         except Exception as err:
             raise self._fail("write", key, err) from err
         log.debug("wrote %s (%d bytes)", self.href(key), len(data))
+
+    def write_file(self, key: str, source: str | os.PathLike[str]) -> None:
+        """Upload a local file without holding it in memory (copy + rename locally; S3 streams
+        it, multipart when large, and the object appears only once complete)."""
+        path = self._path(key)
+        try:
+            if self._root is not None:
+                target = Path(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(
+                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+                )
+                os.close(fd)
+                try:
+                    shutil.copyfile(source, tmp)
+                    os.replace(tmp, target)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            else:
+                self.fs.put_file(os.fspath(source), path)
+        except Exception as err:
+            raise self._fail("write", key, err) from err
+        log.debug("wrote %s from %s", self.href(key), source)
 
     def create_exclusive(self, key: str, data: bytes) -> str | None:
         """Write ``key`` only if no object holds it; its version tag, or None if it exists.

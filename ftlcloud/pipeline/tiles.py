@@ -179,21 +179,22 @@ def assemble_cog(
             rio_copy(str(vrt), str(out), driver="COG", **options)
             with rasterio.open(out) as src:
                 stats = _overview_stats(src)
-        data = out.read_bytes()
-    store.write_bytes(out_key, data)
-    crs = CRS.from_user_input(grid.crs)
-    proj = proj_fields(crs, grid.transform, grid.shape_yx)
-    band_meta: dict[str, Any] = {
-        "data_type": dtype,
-        "nodata": "nan" if is_float else 0,
-        "spatial_resolution": float(grid.resolution_xy[0]),
-        "statistics": stats,
-    }
-    if unit:
-        band_meta["unit"] = unit
-    if description:
-        band_meta["name"] = description
-    return cog_asset_info(store, out_key, data, crs, proj, [band_meta], description)
+        # Streamed up and checksummed in chunks: the COG itself (tens of MB at a study area's
+        # size, growing with the area) is never held in memory.
+        store.write_file(out_key, out)
+        crs = CRS.from_user_input(grid.crs)
+        proj = proj_fields(crs, grid.transform, grid.shape_yx)
+        band_meta: dict[str, Any] = {
+            "data_type": dtype,
+            "nodata": "nan" if is_float else 0,
+            "spatial_resolution": float(grid.resolution_xy[0]),
+            "statistics": stats,
+        }
+        if unit:
+            band_meta["unit"] = unit
+        if description:
+            band_meta["name"] = description
+        return cog_asset_info(store, out_key, out, crs, proj, [band_meta], description)
 
 
 def _overview_stats(src: rasterio.DatasetReader) -> dict[str, float]:
