@@ -391,3 +391,45 @@ def test_the_documented_client_example_runs(
     [n_dates] = re.findall(r"^(\d+) dates in 2018", done.stdout, flags=re.M)
     in_2018 = [it for it in Catalog(store).items("deformation") if it.datetime.year == 2018]  # type: ignore[union-attr]
     assert int(n_dates) == len(in_2018) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_sync_thread_survives_a_broken_catalog_and_catches_up(
+    tmp_path: Path, input_files: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from ftlcloud.stacapi.server import IndexSync
+
+    store = Store(str(tmp_path / "store"))
+    ingest.ingest_inventory(store, input_files["inventory_path"], name="a")
+    good = store.read_text("catalog.json")
+    with LocalPostgres() as pg:
+        index = PgstacIndex(pg.dsn)
+        index.migrate()
+        index.sync(store)
+        syncer = IndexSync(index, store, hrefs="auto", interval_s=0.2)
+        syncer.start()
+        try:
+            store.write_text("catalog.json", "{ not json")  # as if caught mid-write or corrupted
+            _wait_for(lambda: syncer.last_error is not None)
+            assert "catalog.json" in syncer.last_error  # type: ignore[operator]
+            assert syncer.is_alive()
+            store.write_text("catalog.json", good)
+            ingest.ingest_inventory(store, input_files["inventory_path"], name="b")
+            _wait_for(
+                lambda: syncer.last_error is None and ("inventory", "inventory-b") in index._items
+            )
+        finally:
+            syncer.stop()
+            syncer.join()
+        with psycopg.connect(pg.dsn) as conn:
+            ids = sorted(r[0] for r in conn.execute("SELECT id FROM pgstac.items"))
+        assert ids == ["inventory-a", "inventory-b"]
+
+
+def _wait_for(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)

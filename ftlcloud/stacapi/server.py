@@ -87,26 +87,30 @@ class IndexSync(threading.Thread):
     ) -> None:
         super().__init__(name="ftlcloud-stac-index-sync", daemon=True)
         self.index, self.store, self.hrefs, self.interval_s = index, store, hrefs, interval_s
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.last_error: str | None = None
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._halt.wait(self.interval_s):
             try:
                 self.index.sync(self.store, hrefs=self.hrefs)
                 if self.last_error is not None:
                     log.warning("STAC index sync works again")
                 self.last_error = None
-            except FtlError as err:
-                # e.g. the store is down: keep serving the last good index, retry next round.
+            except Exception as err:
+                # e.g. the store is down: keep serving the last good index, retry next round
+                # (an unexpected error too: a dead sync thread would silently freeze the index).
                 if str(err) != self.last_error:
                     log.error(
-                        "STAC index sync failed (retrying every %.0f s): %s", self.interval_s, err
+                        "STAC index sync failed (retrying every %.0f s): %s",
+                        self.interval_s,
+                        err,
+                        exc_info=not isinstance(err, FtlError),
                     )
                 self.last_error = str(err)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
 
 @dataclass
