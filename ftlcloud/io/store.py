@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,20 +200,7 @@ class Store:
         path = self._path(key)
         try:
             if self._root is not None:
-                target = Path(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # A reader never sees a half-written file: write beside, then rename over.
-                fd, tmp = tempfile.mkstemp(
-                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-                )
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(data)
-                    os.replace(tmp, target)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                _replace_atomically(Path(path), lambda tmp: Path(tmp).write_bytes(data))
             else:
                 self.fs.pipe_file(path, bytes(data))
         except Exception as err:
@@ -226,19 +213,7 @@ class Store:
         path = self._path(key)
         try:
             if self._root is not None:
-                target = Path(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(
-                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-                )
-                os.close(fd)
-                try:
-                    shutil.copyfile(source, tmp)
-                    os.replace(tmp, target)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                _replace_atomically(Path(path), lambda tmp: shutil.copyfile(source, tmp))
             else:
                 self.fs.put_file(os.fspath(source), path)
         except Exception as err:
@@ -412,6 +387,21 @@ def opened(store: Store, key: str) -> Iterator[Any]:
     """Open a raster key of the store with rasterio inside the store's GDAL environment."""
     with store.rasterio_env(), rasterio.open(store.gdal_path(key)) as src:
         yield src
+
+
+def _replace_atomically(target: Path, fill: Callable[[str], object]) -> None:
+    """Write ``target`` so that a reader never sees it half-written: fill a temporary file beside
+    it, then rename it over the target (atomic on one filesystem)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _etag_of(response: Any) -> str | None:
