@@ -218,7 +218,8 @@ class Catalog:
         return self.store.href(self.item_key(collection_id, item_id))
 
     # -- JSON helpers -------------------------------------------------------------------------
-    def _read_json(self, key: str) -> dict[str, Any]:
+    def read_json(self, key: str) -> dict[str, Any]:
+        """A catalog, collection or item JSON of the store (CatalogError if not valid JSON)."""
         try:
             doc: dict[str, Any] = json.loads(self.store.read_text(key))
         except json.JSONDecodeError as err:
@@ -251,11 +252,11 @@ class Catalog:
         key = self.collection_key(collection_id)
         if not self.store.exists(key):
             return None
-        return pystac.Collection.from_dict(self._read_json(key), href=self.store.href(key))
+        return pystac.Collection.from_dict(self.read_json(key), href=self.store.href(key))
 
     def collection_ids(self) -> list[str]:
         """Ids of the collections linked from the root catalog."""
-        doc = self._read_json(CATALOG_KEY)
+        doc = self.read_json(CATALOG_KEY)
         return sorted(
             link["href"].split("/")[-2]
             for link in doc.get("links", [])
@@ -263,7 +264,7 @@ class Catalog:
         )
 
     def _link_child(self, collection_id: str) -> None:
-        doc = self._read_json(CATALOG_KEY)
+        doc = self.read_json(CATALOG_KEY)
         href = f"./{collection_id}/collection.json"
         if not any(lk.get("rel") == "child" and lk.get("href") == href for lk in doc["links"]):
             doc["links"].append({"rel": "child", "href": href, "type": "application/json"})
@@ -330,7 +331,7 @@ class Catalog:
 
     def _link_item(self, collection_id: str, item_doc: Mapping[str, Any]) -> None:
         ckey = self.collection_key(collection_id)
-        coll = self._read_json(ckey)
+        coll = self.read_json(ckey)
         item_id = item_doc["id"]
         href = f"./{item_id}/{item_id}.json"
         item_links = [lk for lk in coll["links"] if lk.get("rel") == "item"]
@@ -368,16 +369,23 @@ class Catalog:
         key = self.item_key(collection_id, item_id)
         if not self.store.exists(key):
             return None
-        return pystac.Item.from_dict(self._read_json(key), href=self.store.href(key))
+        return pystac.Item.from_dict(self.read_json(key), href=self.store.href(key))
+
+    def item_keys(self, collection_id: str) -> list[str]:
+        """Store keys of every item JSON of a collection (``<collection>/<id>/<id>.json``)."""
+        keys = []
+        for key in self.store.list(collection_id + "/"):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == parts[1] + ".json":
+                keys.append(key)
+        return keys
 
     def items(self, collection_id: str) -> list[pystac.Item]:
         """Every item of a collection, sorted by datetime then id (listed from the store)."""
-        suffix = ".json"
-        found: list[pystac.Item] = []
-        for key in self.store.list(collection_id + "/"):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == parts[1] + suffix:
-                found.append(pystac.Item.from_dict(self._read_json(key), href=self.store.href(key)))
+        found = [
+            pystac.Item.from_dict(self.read_json(key), href=self.store.href(key))
+            for key in self.item_keys(collection_id)
+        ]
 
         def order(it: pystac.Item) -> tuple[str, str]:
             when = it.datetime or pystac.utils.str_to_datetime(

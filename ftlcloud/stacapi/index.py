@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import posixpath
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import quote, urlsplit
@@ -180,9 +180,16 @@ class PgstacIndex:
         collections: dict[str, dict[str, Any]] = {}
         items: dict[tuple[str, str], dict[str, Any]] = {}
         for cid in catalog.collection_ids():
-            ckey = Catalog.collection_key(cid)
-            collections[cid] = index_collection(_read_json(store, ckey))
-            for key, doc in _item_docs(store, cid, report):
+            collections[cid] = index_collection(catalog.read_json(Catalog.collection_key(cid)))
+            for key in catalog.item_keys(cid):
+                try:
+                    doc = catalog.read_json(key)
+                except CatalogError as err:
+                    # An item caught mid-write on a store without atomic writes: the next sync
+                    # retries it.
+                    log.warning("skipping %s this sync: %s", key, err)
+                    report.skipped.append(key)
+                    continue
                 items[(cid, doc["id"])] = index_item(store, key, doc, hrefs)
         report.collections = len(collections)
         report.total_items = len(items)
@@ -219,26 +226,6 @@ class PgstacIndex:
         report.deleted = [f"{c}/{i}" for c, i in gone]
         log.info("STAC index in step with %s: %s", store.url, report.summary())
         return report
-
-
-def _item_docs(store: Store, cid: str, report: SyncReport) -> Iterator[tuple[str, dict[str, Any]]]:
-    for key in store.list(cid + "/"):
-        parts = key.split("/")
-        if len(parts) != 3 or parts[2] != parts[1] + ".json":
-            continue
-        try:
-            yield key, _read_json(store, key)
-        except CatalogError as err:
-            # An item caught mid-write on a store without atomic writes: next sync retries it.
-            log.warning("skipping %s this sync: %s", key, err)
-            report.skipped.append(key)
-
-
-def _read_json(store: Store, key: str) -> dict[str, Any]:
-    try:
-        return cast(dict[str, Any], json.loads(store.read_text(key)))
-    except json.JSONDecodeError as err:
-        raise CatalogError(f"{store.href(key)} is not valid JSON: {err}") from err
 
 
 def _sha(doc: Mapping[str, Any]) -> str:
