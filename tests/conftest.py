@@ -58,12 +58,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Serve
         yield server
 
 
+def use_credentials(mp: pytest.MonkeyPatch, server: LocalS3Server) -> None:
+    """Put the server's credentials in the standard AWS variables, as in a user's shell."""
+    for name, value in server.env().items():
+        if name.startswith("AWS_"):
+            mp.setenv(name, value)
+
+
 @pytest.fixture
 def s3_store(s3_server: LocalS3Server, monkeypatch: pytest.MonkeyPatch) -> Store:
     """A Store on a fresh prefix of the test server; credentials in the env for this test only."""
-    for name, value in s3_server.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    use_credentials(monkeypatch, s3_server)
     return Store(s3_server.store_url(f"t-{uuid.uuid4().hex[:12]}"), s3_server.settings())
 
 

@@ -44,7 +44,7 @@ from ftlcloud.science.rules import parse_rules
 from ftlcloud.stacapi.index import PgstacIndex, asset_href, index_item
 from ftlcloud.stacapi.postgres import LocalPostgres
 from ftlcloud.stacapi.server import postgres_settings
-from tests.conftest import ingest_scene
+from tests.conftest import ingest_scene, use_credentials
 
 RUN = "stac"
 
@@ -167,9 +167,7 @@ def served(
 ) -> Iterator[tuple[Store, str]]:
     """A store on the S3 server with two iterations of a run, and ``ftlcloud serve`` over it."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in s3_server.env().items():
-            if name.startswith("AWS_"):
-                mp.setenv(name, value)
+        use_credentials(mp, s3_server)
         store = Store(s3_server.store_url(f"api-{uuid.uuid4().hex[:8]}"), s3_server.settings())
         ingest_scene(store, scene, tmp_path_factory.mktemp("api-scene"))
         iterate(
@@ -292,9 +290,7 @@ def test_assets_from_search_results_load(
 ) -> None:
     store, url = served
     # A user's shell: the credentials in the standard AWS variables (docs/stac-api.md).
-    for name, value in s3_server.env().items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)
+    use_credentials(monkeypatch, s3_server)
     client = Client.open(url)
     factors = next(client.search(collections=["ftl-factors"], ids=[f"{RUN}-factors"]).items())
     iteration = next(client.search(collections=["ftl-iterations"], ids=[f"{RUN}-it01"]).items())
@@ -342,9 +338,7 @@ def test_index_follows_new_publications(
     client = Client.open(url)
     assert _ids(client.search(ids=["inventory-later"]).items()) == set()
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in s3_server.env().items():
-            if name.startswith("AWS_"):
-                mp.setenv(name, value)
+        use_credentials(mp, s3_server)
         ingest.ingest_inventory(store, later, name="later")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
