@@ -155,8 +155,11 @@ class StoreSettings:
             # Transient 5xx / connection resets on object stores are common; retry them.
             "GDAL_HTTP_MAX_RETRY": "3",
             "GDAL_HTTP_RETRY_DELAY": "1",
-            # Cache the header/IFD bytes of each COG so repeated window reads reuse them.
+            # Cache the header/IFD bytes of each COG so repeated window reads reuse them. 4 MiB
+            # per open file holds those; GDAL's default (25 MB, with up to 100 files kept open)
+            # fills with whole files as tile after tile is read.
             "VSI_CACHE": "TRUE",
+            "VSI_CACHE_SIZE": str(4 * 2**20),
         }
         if self.endpoint_url:
             parts = urlsplit(self.endpoint_url)

@@ -185,13 +185,12 @@ def _check_assets(catalog: Catalog, item: dict[str, Any]) -> None:
             )
 
 
-#: GDAL options for the workers' reads. The block cache (default 5 % of RAM per process) and the
-#: per-file VSI cache (25 MB per open file, up to 100 files kept open) otherwise fill with the
-#: blocks of every input as tile after tile is read (with the assembly's bounds, peak RSS per
-#: worker at paper size went 2.13 -> 1.15 GB; benchmarks/README.md). rasterio hands
-#: GDAL_CACHEMAX to GDALSetCacheMax64: bytes. 4 MB of VSI cache holds a COG's header and IFDs,
-#: which is what repeated window reads reuse.
-READ_ENV: dict[str, Any] = {"GDAL_CACHEMAX": 256 * 2**20, "VSI_CACHE_SIZE": 4 * 2**20}
+#: GDAL options for the workers' reads. The block cache (default 5 % of RAM per process)
+#: otherwise fills with the blocks of every input as tile after tile is read (with this bound,
+#: the assembly's and the VSI cache bound in the store's GDAL env, peak RSS per worker at paper
+#: size went 2.13 -> 1.15 GB; benchmarks/README.md). rasterio hands GDAL_CACHEMAX to
+#: GDALSetCacheMax64: bytes.
+READ_ENV: dict[str, Any] = {"GDAL_CACHEMAX": 256 * 2**20}
 
 
 def _stack(

@@ -168,10 +168,6 @@ def assemble_cog(
         env = rasterio.Env(
             session=DummySession(),
             GDAL_CACHEMAX=_ASSEMBLY_CACHE_BYTES,
-            # GDAL keeps up to 100 datasets open, each with its own VSI cache (25 MB by
-            # default), which over the 11 assemblies can hold whole tile files, one per tile.
-            # The header and IFDs need far less.
-            VSI_CACHE_SIZE=4 * 2**20,
             VRT_NUM_THREADS=1,
             **store.gdal_env(),
         )
