@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import shapely
 from conftest import ingest_scene, write_geotiff
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -513,6 +513,10 @@ def _group_alive(pgid: int) -> bool:
 # --- 2. storage outage ------------------------------------------------------------------------------
 
 
+def _running_tasks(dask_worker: Worker) -> int:
+    return len(dask_worker.active_threads)
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_s3_outage_mid_run_then_resume_and_no_secret_leaks(
@@ -558,8 +562,13 @@ def test_s3_outage_mid_run_then_resume_and_no_secret_leaks(
             assert "factor stage of run 'outage' stopped and published nothing" in msg
             assert "rerunning the same command resumes" in msg
             with Client(lc.scheduler_address, timeout=30) as client:
-                # Tasks already running when the server went away finish (failing) first.
-                wait_until(lambda: not any(client.processing().values()), 120, "an idle cluster")
+                # Tasks already running when the server went away finish first. The scheduler
+                # forgets a released task at once, while its worker thread may still be inside
+                # botocore's retries (and would write its tile once the server is back), so
+                # wait on the workers' own threads, not on the scheduler's view.
+                wait_until(
+                    lambda: not any(client.run(_running_tasks).values()), 120, "idle workers"
+                )
             restarted = LocalS3Server(
                 data_dir, port=port, bucket="outage", access_key=access, secret_key=secret
             ).start()
