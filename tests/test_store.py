@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from ftlcloud.errors import InputError, StoreError
+from ftlcloud.io.s3server import LocalS3Server
 from ftlcloud.io.store import Store, check_key
+from tests.conftest import use_credentials
 
 
 def test_local_roundtrip_list_delete(tmp_path: Path) -> None:
@@ -87,3 +89,23 @@ def test_write_file_streams_a_local_file_into_the_store(tmp_path: Path, s3_store
         assert store.read_bytes("runs/r/x.bin") == payload
         assert store.size("runs/r/x.bin") == len(payload)
     assert not [p for p in (tmp_path / "local" / "runs" / "r").iterdir() if p.name != "x.bin"]
+
+
+def test_s3_stores_share_one_client_per_process_settings_and_credentials(
+    tmp_path: Path, s3_server: LocalS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Store arrives unpickled in every Dask task: each copy must reuse the process's client
+    # (one per task grew a worker by ~12 MB per tile), yet new credentials get a new client.
+    use_credentials(monkeypatch, s3_server)
+    url, settings = s3_server.store_url("shared-client"), s3_server.settings()
+    first = Store(url, settings)
+    first.write_bytes("a.txt", b"1")
+    copies = [pickle.loads(pickle.dumps(first)) for _ in range(3)]
+    assert all(c.read_bytes("a.txt") == b"1" for c in copies)
+    assert all(c.fs is first.fs for c in copies)
+    assert Store(s3_server.store_url("other-prefix"), settings).fs is first.fs
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    wrong = Store(url, settings)
+    assert wrong.fs is not first.fs
+    with pytest.raises(StoreError, match=r"a\.txt"):
+        wrong.read_bytes("a.txt")

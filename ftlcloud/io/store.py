@@ -7,10 +7,12 @@ through :class:`Store`, so the same code runs on a laptop directory and on objec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,45 @@ def check_key(key: str) -> str:
             f"store key {key!r} has an empty, '.' or '..' segment; keys cannot leave the store root"
         )
     return key
+
+
+#: Environment variables that decide which credentials botocore resolves.
+_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+)
+_s3_filesystems: dict[tuple[Any, ...], Any] = {}
+_s3_filesystems_lock = threading.Lock()
+
+
+def _s3_filesystem(settings: StoreSettings) -> Any:
+    """One s3fs filesystem per process, settings and credentials.
+
+    A Store arrives in every Dask task unpickled; building an S3 client per task (an
+    aiobotocore session and its parsed service model each) grew a worker by ~12 MB per
+    factor tile, so peak memory grew with the area. fsspec's own instance cache is keyed by
+    the arguments only, so a client built before the credentials in the environment changed
+    would be reused; this cache is keyed by a digest of those variables too (and the pid: a
+    forked child builds its own).
+    """
+    digest = hashlib.sha256(
+        "\0".join(os.environ.get(v, "") for v in _CREDENTIAL_VARIABLES).encode()
+    ).hexdigest()
+    key = (os.getpid(), settings, digest)
+    with _s3_filesystems_lock:
+        fs = _s3_filesystems.get(key)
+        if fs is None:
+            fs = fsspec.filesystem("s3", skip_instance_cache=True, **settings.storage_options())
+            _s3_filesystems[key] = fs
+        return fs
 
 
 class Store:
@@ -114,11 +155,7 @@ class Store:
         """The fsspec filesystem (built on first use, so a pickled Store stays light)."""
         if self._fs is None:
             if self.is_s3:
-                # Own instance: fsspec's instance cache is keyed by arguments, not by the
-                # credentials in the environment, so a cached client could use stale ones.
-                self._fs = fsspec.filesystem(
-                    "s3", skip_instance_cache=True, **self._settings.storage_options()
-                )
+                self._fs = _s3_filesystem(self._settings)
             else:
                 self._fs = fsspec.filesystem("file")
         return self._fs

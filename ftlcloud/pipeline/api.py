@@ -32,7 +32,7 @@ from ftlcloud.pipeline.factors import (
 )
 from ftlcloud.pipeline.grid import GridSpec
 from ftlcloud.pipeline.iteration import mask_and_vectorise, sample_factors
-from ftlcloud.pipeline.load import discover_inputs, lazy_layers
+from ftlcloud.pipeline.load import close_cached_datasets, discover_inputs, lazy_layers
 from ftlcloud.pipeline.run import (
     FactorSettings,
     RunManifest,
@@ -147,11 +147,17 @@ def _stage(run_id: str, what: str) -> Iterator[None]:
         raise RunError(f"{after} after fixing the cause ({detail})") from err
 
 
-def _fresh_gdal_cache(client: Any) -> None:
-    """Clear GDAL's HTTP cache here and on every worker (a rerun after an outage must not see
-    the failures cached while the store was down)."""
+def _forget_reads() -> None:
+    close_cached_datasets()
     clear_gdal_http_cache()
-    client.run(clear_gdal_http_cache)
+
+
+def _fresh_gdal_cache(client: Any) -> None:
+    """Close the datasets kept open and clear GDAL's HTTP cache, here and on every worker (a
+    rerun after an outage must not see the failures cached while the store was down, nor a
+    re-ingested input through a handle opened before)."""
+    _forget_reads()
+    client.run(_forget_reads)
 
 
 def _manifest(store: Store, run_id: str) -> RunManifest:

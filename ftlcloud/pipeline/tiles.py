@@ -38,9 +38,11 @@ _GTIFF_FLOAT = {
     "tiled": True,
     "blockxsize": 256,
     "blockysize": 256,
-    # Tiles are intermediate: fast DEFLATE level and the floating-point predictor keep them small.
-    "compress": "deflate",
-    "zlevel": 1,
+    # Tiles are intermediate, written once and read once by the assembly: ZSTD level 1 with
+    # the floating-point predictor is as small as DEFLATE level 1 here and encodes 2.2x and
+    # decodes 1.6x faster (a 512^2 factor tile: 0.041 vs 0.091 s, 8.1 vs 8.2 MB).
+    "compress": "zstd",
+    "zstd_level": 1,
     "predictor": 3,
     # Band-interleaved: assembly reads one band per COG; pixel interleaving (GTiff's default
     # for several bands) made each of the 11 COGs decode all 11 bands of every tile.
