@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
+from rasterio.features import geometry_mask
 from rasterio.warp import Resampling, reproject
 from rio_cogeo.cogeo import cog_validate
+from shapely.geometry import Point, box
 
 from ftlcloud.demo.scene import Scene
 from ftlcloud.io.catalog import Catalog
@@ -24,11 +28,13 @@ from ftlcloud.pipeline.api import (
     ITERATIONS_COLLECTION,
     compute_factors,
     initial_inventory_ref,
+    read_inventory,
     run_iteration,
 )
-from ftlcloud.pipeline.cluster import ClusterSpec
+from ftlcloud.pipeline.cluster import ClusterSpec, connect
 from ftlcloud.pipeline.factors import FACTOR_NAMES
-from ftlcloud.pipeline.run import FactorSettings, RunPaths
+from ftlcloud.pipeline.iteration import SAMPLED_FACTORS, sample_factors
+from ftlcloud.pipeline.run import FactorSettings, RunManifest, RunPaths
 from ftlcloud.science.fit import fit_seasonal
 from ftlcloud.science.ndvi import delta_ndvi
 from ftlcloud.science.rules import parse_rules
@@ -95,6 +101,50 @@ def test_tiled_factors_equal_whole_raster(store: Store, scene: Scene, cluster: C
             )
         ok, errors, _ = cog_validate(store.href(paths.factor_cog(name)), strict=True, quiet=True)
         assert ok, (name, errors)
+
+
+def test_inventory_sampling_in_tiles_equals_whole_raster(
+    store: Store, scene: Scene, cluster: ClusterSpec
+) -> None:
+    # The derived thresholds learn from the factors under the inventory, sampled per tile on
+    # the workers: the values must be those of each feature rasterised on the whole grid.
+    compute_factors(
+        store, "sample", settings=FactorSettings(tile_size=48), cluster=cluster, progress=False
+    )
+    paths = RunPaths("sample")
+    catalog = Catalog(store)
+    inv = read_inventory(store, catalog, initial_inventory_ref(catalog, None))
+    grid = RunManifest.from_json(store.read_text(paths.manifest)).grid
+    # Add a point and a feature straddling a tile corner (48, 48), as inventories mix both.
+    x0, y0 = grid.transform * (48, 48)
+    extra = gpd.GeoDataFrame(
+        geometry=[Point(x0 + 75.0, y0 - 45.0), box(x0 - 200, y0 - 170, x0 + 130, y0 + 160)],
+        crs=grid.crs,
+    ).to_crs(inv.crs)
+    inv = pd.concat([inv, extra], ignore_index=True)
+    whole = {n: read_band(store.href(paths.factor_cog(n))) for n in SAMPLED_FACTORS}
+    want: dict[str, list[np.ndarray]] = {n: [] for n in SAMPLED_FACTORS}
+    n_pieces = 0
+    for geom in inv.to_crs(grid.crs).geometry:
+        if geom.geom_type == "Point":
+            col, row = ~grid.transform * (geom.x, geom.y)
+            inside = np.zeros(grid.shape_yx, dtype=bool)
+            inside[int(row), int(col)] = True
+        else:
+            inside = geometry_mask(
+                [geom], out_shape=grid.shape_yx, transform=grid.transform, invert=True
+            )
+        rows, cols = np.nonzero(inside)
+        n_pieces += len({(r // 48, c // 48) for r, c in zip(rows, cols, strict=True)})
+        for n in SAMPLED_FACTORS:
+            want[n].append(whole[n][inside])
+    assert n_pieces > len(inv), "some features must cross tile edges"
+    with connect(cluster) as client:
+        got = sample_factors(client, store, paths, grid, 48, inv)
+    for n in SAMPLED_FACTORS:
+        expected = np.concatenate(want[n])
+        assert expected.size > 100
+        np.testing.assert_array_equal(np.sort(got[n]), np.sort(expected), err_msg=n)
 
 
 def test_candidates_do_not_depend_on_tile_size(store: Store, cluster: ClusterSpec) -> None:

@@ -361,11 +361,16 @@ def _run_iteration(
         )
     inv = read_inventory(store, catalog, inventory)
     grid = manifest.grid
-    samples = sample_factors(store, paths, grid, inv) if rules.mode == "derived" else None
-    thresholds = rules.thresholds_for(k, samples)
-    log.info("iteration %d thresholds: %s", k, thresholds.describe())
     with connect(cluster) as client:
         _fresh_gdal_cache(client)
+        tile_size = manifest.settings.tile_size
+        samples = (
+            sample_factors(client, store, paths, grid, tile_size, inv)
+            if rules.mode == "derived"
+            else None
+        )
+        thresholds = rules.thresholds_for(k, samples)
+        log.info("iteration %d thresholds: %s", k, thresholds.describe())
         out = mask_and_vectorise(
             client,
             store,

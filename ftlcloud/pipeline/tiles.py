@@ -23,6 +23,7 @@ from rasterio.session import DummySession
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
+from ftlcloud.errors import StoreError
 from ftlcloud.io.cog import (
     AssetInfo,
     band_stats,
@@ -36,8 +37,8 @@ from ftlcloud.pipeline.grid import GridSpec, Tile
 _GTIFF_FLOAT = {
     "driver": "GTiff",
     "tiled": True,
-    "blockxsize": 256,
-    "blockysize": 256,
+    "blockxsize": 512,
+    "blockysize": 512,
     # Tiles are intermediate, written once and read once by the assembly: ZSTD level 1 with
     # the floating-point predictor is as small as DEFLATE level 1 here and encodes 2.2x and
     # decodes 1.6x faster (a 512^2 factor tile: 0.041 vs 0.091 s, 8.1 vs 8.2 MB).
@@ -65,11 +66,15 @@ def encode_tile(
     profile = dict(_GTIFF_FLOAT)
     if dtype != "float32":
         profile["predictor"] = 2
-    # GeoTIFF tiles must be multiples of 16; small tiles are written striped.
+    # GeoTIFF tiles must be multiples of 16; small tiles are written striped. One block per
+    # band of a default 512 tile: the assembly reads it in one request and one decode.
     if height < 256 or width < 256:
         profile.pop("blockxsize")
         profile.pop("blockysize")
         profile["tiled"] = False
+    else:
+        profile["blockxsize"] = min(512, -(-width // 16) * 16)
+        profile["blockysize"] = min(512, -(-height // 16) * 16)
     nodata = float("nan") if dtype.startswith("float") else 0
     with (
         MemoryFile() as mem,
@@ -91,11 +96,24 @@ def encode_tile(
         return bytes(mem.read())
 
 
-def read_tile(store: Store, key: str) -> dict[str, np.ndarray]:
-    """Read a tile GeoTIFF written by :func:`encode_tile` back as named arrays."""
+def read_tile(store: Store, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a tile GeoTIFF written by :func:`encode_tile` back as named arrays (all bands, or
+    only ``names``: the others are not decoded).
+
+    One GET of the whole object: through GDAL's /vsis3/ (header, then one range per band) an
+    iteration's mask stage took 8.1 s instead of 5.3 s at paper size, for 6 of 11 bands.
+    """
     with MemoryFile(store.read_bytes(key)) as mem, mem.open() as src:
-        data = src.read()
-        return {name: data[i] for i, name in enumerate(src.descriptions)}
+        index = {name: i for i, name in enumerate(src.descriptions, start=1)}
+        wanted = list(index) if names is None else list(names)
+        missing = [n for n in wanted if n not in index]
+        if missing:
+            raise StoreError(
+                f"tile {key!r} in {store.url} has no band {missing[0]!r} (it has "
+                f"{sorted(n for n in index if n)}); it was written by another version: "
+                "delete the run's tiles and rerun the factor stage"
+            )
+        return {n: src.read(index[n]) for n in wanted}
 
 
 def _vrt_xml(

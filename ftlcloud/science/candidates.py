@@ -57,6 +57,8 @@ _MEAN_FACTORS = {
     "elevation_m": "elevation",
     "delta_ndvi": "delta_ndvi",
 }
+#: The factors vectorise_tile reads (the others are ignored).
+CANDIDATE_FACTORS = (*_MEAN_FACTORS, "aspect_deg")
 _TILE_COLUMNS = ("tile_a", "tile_b", "tile_c", "tile_d", "tile_e", "tile_f")
 
 #: Columns of a partial-region frame (vectorise_tile's output), besides geometry.
