@@ -7,10 +7,10 @@ seasonal amplitude is Eq. 2, ``A = 2·sqrt(c² + d²)`` (mm, peak-to-peak).
 MintPy's ``annualAmplitude`` (``timeseries2velocity``) is ``sqrt(c² + d²)`` in metres: half of A
 and in other units, so ``A_mm = 2000 · annualAmplitude_m``.
 
-The fit is vectorised: pixels without gaps share one design matrix (one matmul with the
-precomputed normal-matrix inverse); pixels with gaps get their own normal equations, built with one
-matmul of the validity mask against the 10 unique products of design columns and solved with a
-vectorised 4×4 Cholesky. Pixels are processed in blocks to bound memory.
+The fit is one compiled pass over blocks of pixels (:mod:`ftlcloud.science._fit_kernel`, numba):
+pixels without gaps share the precomputed normal-matrix inverse; pixels with gaps get their own
+normal equations (the full ones minus their missing dates' products, in float64) and a 4×4
+Cholesky solve; residuals are summed explicitly. Memory beyond the outputs is a few KB.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from ftlcloud.errors import ConfigError, InputError
+from ftlcloud.science._fit_kernel import fit_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,6 @@ FIT_FIELDS: tuple[str, ...] = (
 
 DAYS_PER_YEAR = 365.25
 _UNIT_TO_MM = {"m": 1000.0, "mm": 1.0}
-# Pixels per block: 82 dates x 2^11 pixels in float32 is 0.7 MB per temporary, so a block and its
-# temporaries stay in L2 cache after the one read from memory (fastest block size measured).
-_BLOCK_PIXELS = 1 << 11
 # A Cholesky pivot this small relative to its diagonal entry means the pixel's design is singular
 # to working precision (float32 sums of the missing dates leave ~1e-7 noise; well-posed designs
 # spanning a period have relative pivots ~0.25).
@@ -142,115 +140,6 @@ def _design(t_years: np.ndarray, period_years: float) -> np.ndarray:
     )
 
 
-def _cholesky_solve(
-    n_ent: np.ndarray, rhs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Solve many 4x4 SPD systems at once.
-
-    n_ent holds the 10 unique entries (in ``_PAIRS`` order) of each normal matrix, shape (10, m);
-    rhs is (4, m). Returns the solutions (4, m), [N⁻¹]₁₁ (m,) and a mask of non-singular systems.
-    """
-    idx = {pair: k for k, pair in enumerate(_PAIRS)}
-
-    def n(i: int, j: int) -> np.ndarray:
-        return n_ent[idx[(min(i, j), max(i, j))]]
-
-    ok = np.ones(n_ent.shape[1], dtype=bool)
-    lower: dict[tuple[int, int], np.ndarray] = {}
-    for j in range(4):
-        pivot = n(j, j) - sum((lower[(j, k)] ** 2 for k in range(j)), np.zeros(1))
-        good = pivot > _PIVOT_RTOL * np.abs(n(j, j))
-        ok &= good
-        # A neutral pivot keeps the arithmetic finite for singular systems; they are masked out.
-        ljj = np.sqrt(np.where(good, pivot, 1.0))
-        lower[(j, j)] = ljj
-        for i in range(j + 1, 4):
-            acc = n(i, j) - sum((lower[(i, k)] * lower[(j, k)] for k in range(j)), np.zeros(1))
-            lower[(i, j)] = acc / ljj
-    # Forward substitution L z = rhs, then back substitution Lᵀ x = z.
-    z: list[np.ndarray] = []
-    for i in range(4):
-        acc = rhs[i] - sum((lower[(i, k)] * z[k] for k in range(i)), np.zeros(1))
-        z.append(acc / lower[(i, i)])
-    x: list[np.ndarray] = [np.empty(0)] * 4
-    for i in range(3, -1, -1):
-        acc = z[i] - sum((lower[(k, i)] * x[k] for k in range(i + 1, 4)), np.zeros(1))
-        x[i] = acc / lower[(i, i)]
-    # [N⁻¹]₁₁ = ‖L⁻¹ e₁‖²; L⁻¹ e₁ has a zero first entry.
-    w1 = 1.0 / lower[(1, 1)]
-    w2 = -lower[(2, 1)] * w1 / lower[(2, 2)]
-    w3 = -(lower[(3, 1)] * w1 + lower[(3, 2)] * w2) / lower[(3, 3)]
-    inv11 = w1**2 + w2**2 + w3**2
-    return np.stack(x), inv11, ok
-
-
-def _thin_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """left @ right for a thin operand (4–10 rows or columns) without BLAS.
-
-    einsum's own single-threaded loop streams the block once; multi-threaded BLAS on such
-    thin products is slower and, on a machine shared with other work, erratic (measured 3–10×;
-    single-threaded BLAS, as in a Dask worker, gave no gain over the whole fit either).
-    """
-    return np.einsum("ij,jk->ik", left, right, optimize=False)
-
-
-def _ssr(
-    block: np.ndarray, g32: np.ndarray, sol: np.ndarray, valid: np.ndarray | None
-) -> np.ndarray:
-    """Residual sum of squares from explicit residuals (float32, no cancellation)."""
-    resid = _thin_matmul(g32, sol.astype(np.float32))
-    np.subtract(block, resid, out=resid)
-    if valid is not None:
-        # block holds zeros at missing dates: zero their residuals too.
-        np.multiply(resid, valid, out=resid)
-    return np.einsum("tp,tp->p", resid, resid).astype(np.float64)
-
-
-def _fit_gaps(
-    block: np.ndarray,
-    g32: np.ndarray,
-    gt32: np.ndarray,
-    col_products_32: np.ndarray,
-    col_totals: np.ndarray,
-    t_years: np.ndarray,
-    min_valid: int,
-    min_span: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit pixels with missing dates; returns coef (4, m), [N⁻¹]₁₁, SSR and n_valid (int16)."""
-    valid = np.isfinite(block)
-    n_here = valid.sum(axis=0, dtype=np.int16)
-    m = block.shape[1]
-    nan = np.float64(np.nan)
-    coef = np.full((4, m), nan)
-    inv11 = np.full(m, nan)
-    ssr = np.full(m, nan)
-    # Pixels with too few dates (no data at all, typically: water, layover, snow) are never
-    # fitted: skip their arithmetic.
-    fit = np.flatnonzero(n_here >= min_valid)
-    if fit.size == 0:
-        return coef, inv11, ssr, n_here
-    if fit.size < m:
-        block, valid = block[:, fit], valid[:, fit]
-    missing = (~valid).astype(np.float32)
-    # Normal matrices as exact totals minus the few missing dates' products (accurate in float32).
-    n_ent = col_totals[:, None] - _thin_matmul(col_products_32, missing).astype(np.float64)
-    y0 = np.where(valid, block, np.float32(0.0))
-    gty = _thin_matmul(gt32, y0).astype(np.float64)
-    sol, inv11_fit, ok = _cholesky_solve(n_ent, gty)
-    # The span test needs the first and last valid date only where an end date is missing.
-    ends_missing = np.flatnonzero(~(valid[0] & valid[-1]) & ok)
-    if ends_missing.size:
-        sub = valid[:, ends_missing]
-        first = t_years[np.argmax(sub, axis=0)]
-        last = t_years[sub.shape[0] - 1 - np.argmax(sub[::-1], axis=0)]
-        ok[ends_missing] &= last - first >= min_span
-    ssr_fit = _ssr(y0, g32, sol, valid)
-    coef[:, fit] = np.where(ok, sol, nan)
-    inv11[fit] = np.where(ok, inv11_fit, nan)
-    ssr[fit] = np.where(ok, ssr_fit, nan)
-    return coef, inv11, ssr, n_here
-
-
 def _validate(
     cube: np.ndarray, n_dates: int, unit: str, period_years: float, min_valid: int
 ) -> None:
@@ -304,52 +193,38 @@ def fit_seasonal(
 
     g = _design(t_years, float(period_years))
     inv_full = np.linalg.inv(g.T @ g)
-    full_ok = t_years[-1] - t_years[0] >= min_span and n_dates >= min_valid
-    # float32 copies feed single-precision BLAS: the data are float32 and the one pass over them
-    # from main memory is the cost that matters. Precision is kept where it is lost otherwise:
-    # normal matrices as exact float64 totals minus the (few) missing dates, and the residual
-    # sum of squares from explicit residuals rather than by cancellation (Y·Y − coefᵀGᵀY).
-    gt32 = np.ascontiguousarray(g.T, dtype=np.float32)
-    g32 = np.ascontiguousarray(g, dtype=np.float32)
-    col_products = np.stack([g[:, i] * g[:, j] for i, j in _PAIRS])
-    col_products_32 = col_products.astype(np.float32)
-    col_totals = col_products.sum(axis=1)
-    shared = (g32, gt32, col_products_32, col_totals, t_years, min_valid, min_span)
-
-    flat = cube.reshape(n_dates, n_pix)
-    coef = np.full((4, n_pix), np.nan)
-    inv11 = np.full(n_pix, np.nan)
-    ssr = np.full(n_pix, np.nan)
-    n_valid = np.full(n_pix, n_dates, dtype=np.int16)
-    n_gap_pixels = 0
-
-    for start in range(0, n_pix if full_ok else 0, _BLOCK_PIXELS):
-        stop = min(start + _BLOCK_PIXELS, n_pix)
-        block = flat[:, start:stop]
-        if block.dtype != np.float32:
-            block = block.astype(np.float32)
-        # Column sums (row 0 of GᵀY) are NaN exactly for pixels with a missing date.
-        gty = _thin_matmul(gt32, block)
-        gaps = ~np.isfinite(gty[0])
-        n_gaps = int(gaps.sum())
-        n_gap_pixels += n_gaps
-        sl = slice(start, stop)
-        if n_gaps * 4 >= gaps.size:
-            # Mostly pixels with gaps: one path for the whole block is cheaper than splitting.
-            coef[:, sl], inv11[sl], ssr[sl], n_valid[sl] = _fit_gaps(block, *shared)
-            continue
-        sol = inv_full @ gty.astype(np.float64)
-        coef[:, sl] = sol
-        inv11[sl] = inv_full[1, 1]
-        ssr[sl] = _ssr(block, g32, sol, None)
-        if n_gaps:
-            where = np.flatnonzero(gaps)
-            fitted = _fit_gaps(block[:, where], *shared)
-            coef[:, start + where], inv11[start + where], ssr[start + where] = fitted[:3]
-            n_valid[start + where] = fitted[3]
-
+    full_ok = bool(t_years[-1] - t_years[0] >= min_span and n_dates >= min_valid)
+    col_products = np.stack([g[:, i] * g[:, j] for i, j in _PAIRS], axis=1)
+    first = _parse_dates(dates)[0]
+    first_days = (first - np.datetime64("1970-01-01T00:00:00", "us")) / np.timedelta64(1, "D")
+    # Peaks fall within one period of the first date: their year starts are among a few.
+    years = np.arange(
+        first.astype("datetime64[Y]"),
+        first.astype("datetime64[Y]") + np.timedelta64(int(np.ceil(period_years)) + 2, "Y"),
+    )
+    year_starts = years.astype("datetime64[D]").astype(np.int64).astype(np.float64)
+    flat = np.ascontiguousarray(cube.reshape(n_dates, n_pix))
+    out = np.empty((6, n_pix), dtype=np.float32)
+    n_valid = np.empty(n_pix, dtype=np.int16)
+    fit_pixels(
+        flat,
+        np.ascontiguousarray(g),
+        inv_full,
+        np.ascontiguousarray(col_products),
+        col_products.sum(axis=0),
+        t_years,
+        int(min_valid),
+        min_span,
+        full_ok,
+        _PIVOT_RTOL,
+        to_mm,
+        float(first_days),
+        float(period_years),
+        year_starts,
+        out,
+        n_valid,
+    )
     if not full_ok:
-        n_valid[:] = np.isfinite(flat).sum(axis=0)
         logger.warning(
             "the %d dates span %.3f years, less than the period %.3f years (or fewer than "
             "min_valid=%d): no pixel can be fitted",
@@ -358,66 +233,8 @@ def fit_seasonal(
             period_years,
             min_valid,
         )
-    logger.debug("fit_seasonal: %d of %d pixels have gaps", n_gap_pixels, n_pix)
-    return _results(coef, inv11, ssr, n_valid, to_mm, t_years, dates, float(period_years), (ny, nx))
-
-
-# Pixels per chunk of the published fields: their ~20 float64 temporaries stay in L2 cache.
-_RESULT_PIXELS = 1 << 15
-
-
-def _results(
-    coef: np.ndarray,
-    inv11: np.ndarray,
-    ssr: np.ndarray,
-    n_valid: np.ndarray,
-    to_mm: float,
-    t_years: np.ndarray,
-    dates: Sequence[date | datetime | np.datetime64 | str],
-    period_years: float,
-    shape: tuple[int, int],
-) -> SeasonalFit:
-    """Turn the least-squares solution into the published fields (mm, float32)."""
-    first = _parse_dates(dates)[0]
-    first_days = (first - np.datetime64("1970-01-01T00:00:00", "us")) / np.timedelta64(1, "D")
-    # Peaks fall within one period of the first date: look their year start up among the few
-    # candidate years (a per-pixel datetime64 round trip costs a third of the whole fit).
-    years = np.arange(
-        first.astype("datetime64[Y]"),
-        first.astype("datetime64[Y]") + np.timedelta64(int(np.ceil(period_years)) + 2, "Y"),
-    )
-    starts = years.astype("datetime64[D]").astype(np.int64).astype(np.float64)
-    n_pix = n_valid.size
-    fields_out = {
-        name: np.empty(n_pix, dtype=np.float32) for name in FIT_FIELDS if name != "n_valid"
-    }
-    for lo in range(0, n_pix, _RESULT_PIXELS):
-        sl = slice(lo, min(lo + _RESULT_PIXELS, n_pix))
-        a, b, c, d = coef[:, sl] * to_mm
-        # Cancellation in Y·Y − coefᵀGᵀY can leave tiny negatives for near-perfect fits.
-        ssr_mm2 = np.maximum(ssr[sl], 0.0) * to_mm**2
-        n = n_valid[sl].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            velocity_std = np.sqrt(ssr_mm2 / (n - 4.0) * inv11[sl])
-            rmse = np.sqrt(ssr_mm2 / n)
-        # sqrt rather than hypot (3x slower): amplitudes in mm are far from overflow.
-        half_amp = np.sqrt(c * c + d * d)
-        # c·cos(ωt) + d·sin(ωt) = R·cos(ωt − φ) with φ = atan2(d, c): maxima at t = φ/ω + kT.
-        # float32 atan2 is vectorised (float64 is not) and its ~1e-7 rad error is ~1e-5 day.
-        phase = np.arctan2(d.astype(np.float32), c.astype(np.float32)).astype(np.float64)
-        t_peak = np.mod(phase / (2.0 * np.pi) * period_years, period_years)
-        peak_days = first_days + t_peak * DAYS_PER_YEAR
-        finite = np.isfinite(peak_days)
-        safe_days = np.where(finite, peak_days, starts[0])
-        year_start = starts[np.searchsorted(starts, np.floor(safe_days), side="right") - 1]
-        doy = np.where(finite & (half_amp > 0), peak_days - year_start + 1.0, np.nan)
-        fields_out["velocity_mm_a"][sl] = b
-        fields_out["velocity_std_mm_a"][sl] = velocity_std
-        fields_out["seasonal_amplitude_mm"][sl] = 2.0 * half_amp
-        fields_out["seasonal_peak_doy"][sl] = doy
-        fields_out["intercept_mm"][sl] = a
-        fields_out["rmse_mm"][sl] = rmse
+    names = [n for n in FIT_FIELDS if n != "n_valid"]
     return SeasonalFit(
-        **{name: values.reshape(shape) for name, values in fields_out.items()},
-        n_valid=n_valid.reshape(shape),
+        **{name: out[i].reshape(ny, nx) for i, name in enumerate(names)},
+        n_valid=n_valid.reshape(ny, nx),
     )
