@@ -115,10 +115,14 @@ def test_inventory_sampling_in_tiles_equals_whole_raster(
     catalog = Catalog(store)
     inv = read_inventory(store, catalog, initial_inventory_ref(catalog, None))
     grid = RunManifest.from_json(store.read_text(paths.manifest)).grid
-    # Add a point and a feature straddling a tile corner (48, 48), as inventories mix both.
+    # Add a point, a feature straddling a tile corner (48, 48), and one off the grid.
     x0, y0 = grid.transform * (48, 48)
     extra = gpd.GeoDataFrame(
-        geometry=[Point(x0 + 75.0, y0 - 45.0), box(x0 - 200, y0 - 170, x0 + 130, y0 + 160)],
+        geometry=[
+            Point(x0 + 75.0, y0 - 45.0),
+            box(x0 - 200, y0 - 170, x0 + 130, y0 + 160),
+            box(x0 - 1e5, y0 - 1e5, x0 - 9e4, y0 - 9e4),
+        ],
         crs=grid.crs,
     ).to_crs(inv.crs)
     inv = pd.concat([inv, extra], ignore_index=True)

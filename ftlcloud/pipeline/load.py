@@ -205,6 +205,11 @@ _open: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _open_lock = threading.Lock()
 
 
+#: Source types whose every value, nodata included, is exact in float32: comparing the read
+#: float32 pixels with the nodata value is then GDAL's own nodata test.
+_EXACT_IN_FLOAT32 = frozenset({"float32", "int16", "uint16", "int8", "uint8"})
+
+
 class CachedRioReader(AutoParallelRioReader):
     """stackstac's reader, with each input opened once per worker process, not once per chunk.
 
@@ -213,7 +218,8 @@ class CachedRioReader(AutoParallelRioReader):
     asset per tile (5904 opens at paper size). Here the opened dataset (and its WarpedVRT, when
     the asset's grid is not the target grid) lives in a process-wide LRU keyed by URL, target
     grid, resampling and GDAL options; stackstac's thread-local wrapper still gives each thread
-    its own GDAL handle. Reads, masking, scaling and errors are stackstac's own.
+    its own GDAL handle. Masking, scaling and errors are stackstac's (see :meth:`read` for the
+    plain read where it gives the same array).
 
     A stage calls :func:`close_cached_datasets` on every worker first (with the GDAL HTTP
     cache), so a dataset replaced in the store between runs is opened afresh.
@@ -248,9 +254,9 @@ class CachedRioReader(AutoParallelRioReader):
         """stackstac's masked read, or a plain one where it gives the same pixels for less.
 
         A masked read has GDAL build a validity mask and numpy fill it (~7 % of reading a
-        tile's 82 dates). Where the asset is on the target grid (no warp), has one band, no
-        scale/offset and a plain nodata value (or none) as its only mask, the plain read with
-        nodata pixels set to the fill value is the same array.
+        tile's 82 dates). Where the asset is on the target grid (no warp), has one band of a
+        type exact in float32, no scale/offset and a plain nodata value (or none) as its only
+        mask, the plain read with nodata pixels set to the fill value is the same array.
         """
         shared = self.dataset
         ds = getattr(shared, "dataset", None) if isinstance(shared, ThreadLocalRioDataset) else None
@@ -261,6 +267,7 @@ class CachedRioReader(AutoParallelRioReader):
             or self.scale_offset != (1, 0)
             or tuple(ds.scales) != (1.0,)
             or tuple(ds.offsets) != (0.0,)
+            or ds.dtypes[0] not in _EXACT_IN_FLOAT32
             or ds.mask_flag_enums[0] not in ([MaskFlags.nodata], [MaskFlags.all_valid])
         ):
             return super().read(window, **kwargs)
