@@ -111,7 +111,7 @@ def _check_tile(
         raise InputError(f"overlap mask must be 2-D, got shape {mask.shape}")
     arrays: dict[str, np.ndarray] = {}
     for name, values in factors_tile.items():
-        arr = np.asarray(values, dtype=np.float64)
+        arr = np.asarray(values)
         if arr.shape != mask.shape:
             raise InputError(
                 f"factor '{name}' has shape {arr.shape} but the overlap mask has {mask.shape}; "
@@ -140,6 +140,8 @@ def vectorise_tile(
     labels, n_regions = ndimage.label(mask, structure=structure)
     if n_regions == 0:
         return _empty_partial(crs)
+    # Converted to float64 only once the tile is known to hold regions.
+    arrays = {name: np.asarray(arr, dtype=np.float64) for name, arr in arrays.items()}
     labels = labels.astype(np.int32)
     flat = labels.ravel()
     size = n_regions + 1

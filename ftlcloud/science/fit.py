@@ -44,7 +44,8 @@ _UNIT_TO_MM = {"m": 1000.0, "mm": 1.0}
 # to working precision (float32 sums of the missing dates leave ~1e-7 noise; well-posed designs
 # spanning a period have relative pivots ~0.25).
 _PIVOT_RTOL = 1e-6
-# Unique entries of the symmetric 4x4 normal matrix, in the order they are built.
+# Unique entries of the symmetric 4x4 normal matrix, row-major upper triangle (the order the
+# kernel's `_pair` indexes).
 _PAIRS: tuple[tuple[int, int], ...] = tuple((i, j) for i in range(4) for j in range(i, 4))
 
 
