@@ -117,8 +117,7 @@ def sample_factors(
     inv = inventory.to_crs(grid.crs)
     tiles = grid.tiles(tile_size)
     by_rc = {(t.row, t.col): t for t in tiles}
-    pieces: dict[str, list[tuple[Any, Window]]] = {}
-    by_id = {t.tile_id: t for t in tiles}
+    pieces: dict[tuple[int, int], list[tuple[Any, Window]]] = {}
     for geom in inv.geometry:
         if geom is None or geom.is_empty:
             continue
@@ -129,21 +128,21 @@ def sample_factors(
         r1, c1 = r0 + int(win.height) - 1, c0 + int(win.width) - 1
         for r in range(r0 // tile_size, r1 // tile_size + 1):
             for c in range(c0 // tile_size, c1 // tile_size + 1):
-                tile = by_rc[(r, c)]
-                pieces.setdefault(tile.tile_id, []).append((geom, win.intersection(tile.window)))
+                part = win.intersection(by_rc[(r, c)].window)
+                pieces.setdefault((r, c), []).append((geom, part))
     call = uuid.uuid4().hex[:8]  # each iteration samples its own inventory
     futures = [
         client.submit(
             _sample_tile,
             store,
             paths,
-            by_id[tile_id],
+            by_rc[rc],
             grid,
             parts,
             tuple(names),
-            key=f"sample-{paths.run_id}-{call}-{tile_id}",
+            key=f"sample-{paths.run_id}-{call}-{by_rc[rc].tile_id}",
         )
-        for tile_id, parts in pieces.items()
+        for rc, parts in pieces.items()
     ]
     values: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for part in client.gather(futures):

@@ -128,7 +128,10 @@ def _parse_dates(dates: Sequence[date | datetime | np.datetime64 | str]) -> np.n
 
 def years_since_first(dates: Sequence[date | datetime | np.datetime64 | str]) -> np.ndarray:
     """Time of each acquisition in years (days / 365.25) since the first one, float64."""
-    values = _parse_dates(dates)
+    return _years_since_first(_parse_dates(dates))
+
+
+def _years_since_first(values: np.ndarray) -> np.ndarray:
     days = (values - values[0]) / np.timedelta64(1, "D")
     return np.asarray(days, dtype=np.float64) / DAYS_PER_YEAR
 
@@ -184,7 +187,8 @@ def fit_seasonal(
     dates, whose valid dates span less than one period (trend and season are then not
     separable) or whose design is singular are NaN; ``n_valid`` is reported for every pixel.
     """
-    t_years = years_since_first(dates)
+    parsed = _parse_dates(dates)
+    t_years = _years_since_first(parsed)
     _validate(cube, t_years.size, unit, float(period_years), int(min_valid))
     n_dates, ny, nx = cube.shape
     n_pix = ny * nx
@@ -196,7 +200,7 @@ def fit_seasonal(
     inv_full = np.linalg.inv(g.T @ g)
     full_ok = bool(t_years[-1] - t_years[0] >= min_span and n_dates >= min_valid)
     col_products = np.stack([g[:, i] * g[:, j] for i, j in _PAIRS], axis=1)
-    first = _parse_dates(dates)[0]
+    first = parsed[0]
     first_days = (first - np.datetime64("1970-01-01T00:00:00", "us")) / np.timedelta64(1, "D")
     # Peaks fall within one period of the first date: their year starts are among a few.
     years = np.arange(
